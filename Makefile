@@ -1,0 +1,41 @@
+# agentmem developer commands. `make help` lists them.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@echo "==> installing agentmem and its test tools into $(VENV)"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## Install agentmem (editable) with its test tools into .venv
+
+lint: $(STAMP) ## ruff (lint and format check), mypy strict, import-linter layers
+	$(BIN)/ruff check operator tests benchmarks
+	$(BIN)/ruff format --check operator tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+unit: $(STAMP) ## The unit tier only (no servers)
+	$(BIN)/pytest tests/unit
+
+test: lint ## Everything: lint, types, layers and every test tier
+	$(BIN)/pytest
+
+bench: $(STAMP) ## Run the benchmarks (each prints a JSON line at the end)
+	$(BIN)/python benchmarks/ring.py
+
+manifests: $(STAMP) ## Regenerate crds/ from the typed model
+	$(BIN)/agentmem crd > crds/agentmem.io_agentmemoryclusters.yaml
+
+.PHONY: help install lint unit test bench manifests

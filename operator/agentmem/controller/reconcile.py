@@ -1,0 +1,522 @@
+"""One reconcile of one AgentMemoryCluster: build, adopt, apply, advance, prune, report.
+
+Every step is safe to repeat. The rebalance plan is checkpointed in status
+before the step that acts on it, and the directory ConfigMap's epoch tells
+whether a step's commit already happened, so an operator killed at any point
+finishes the same plan without applying a move twice. A shard's StatefulSet is
+deleted only once the directory assigns it no partition.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from agentmem.controller import conditions as cond
+from agentmem.controller import rebalance as rb
+from agentmem.controller._kube import Kube, KubeError, owned_by, owner_reference
+from agentmem.controller.metrics import METRICS
+from agentmem.directory import Directory, DirectoryError
+from agentmem.model import AgentMemoryCluster, InvalidClusterError, RebalanceStatus, naming
+from agentmem.model.status import AgentMemoryClusterStatus, Condition
+from agentmem.resources import (
+    children,
+    directory_configmap,
+    directory_from_configmap,
+    initial_directory,
+    shard_entries,
+)
+from agentmem.resources.monitoring import MONITORING_API
+
+log = logging.getLogger(__name__)
+
+EventType = Literal["Normal", "Warning"]
+#: Posts a Kubernetes Event about the cluster: (body, type, reason, message).
+Emit = Callable[[dict[str, Any], EventType, str, str], None]
+
+#: Kinds the operator creates and prunes, with their API versions.
+_PRUNABLE: tuple[tuple[str, str], ...] = (
+    ("apps/v1", "StatefulSet"),
+    ("apps/v1", "Deployment"),
+    ("v1", "Service"),
+    ("policy/v1", "PodDisruptionBudget"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+    (MONITORING_API, "ServiceMonitor"),
+    (MONITORING_API, "PrometheusRule"),
+)
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class Observation:
+    """What one reconcile learned, turned into conditions at the end."""
+
+    ready_shards: int = 0
+    shards: int = 0
+    degraded: list[tuple[str, str]] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)
+
+
+class Reconciler:
+    """Reconciles clusters; one lock per cluster serializes handlers and timers."""
+
+    def __init__(self, kube: Kube, emit: Emit, clock: Callable[[], str] = now_rfc3339) -> None:
+        self.kube = kube
+        self.emit = emit
+        self.clock = clock
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _lock(self, key: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def reconcile(self, namespace: str, name: str) -> None:
+        started = time.monotonic()
+        result = "error"
+        try:
+            with self._lock(f"{namespace}/{name}"):
+                self._reconcile(namespace, name)
+            result = "ok"
+        finally:
+            METRICS.reconciles.labels(result=result).inc()
+            METRICS.reconcile_seconds.observe(time.monotonic() - started)
+
+    # The steps ---------------------------------------------------------------
+
+    def _reconcile(self, namespace: str, name: str) -> None:
+        body = self.kube.get(naming.API_VERSION, naming.KIND, namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return
+        generation = int(body["metadata"].get("generation", 0))
+        try:
+            cluster = AgentMemoryCluster.from_api(body)
+        except InvalidClusterError as exc:
+            self._report_invalid(body, generation, str(exc))
+            return
+        if cluster.metadata.annotations.get(naming.PAUSED_ANNOTATION, "").lower() == "true":
+            self._report_paused(body, cluster)
+            return
+
+        seen = Observation()
+        directory = self._read_directory(cluster, seen)
+        if directory is None:
+            self._write_status(body, cluster, seen, cluster.status.rebalance, None)
+            return
+        rebalance = cluster.status.rebalance
+        if rebalance is None and rb.needs_rebalance(cluster, directory):
+            rebalance = rb.plan(cluster, directory, self.clock())
+            self._checkpoint(body, rebalance)
+            self.emit(
+                body,
+                "Normal",
+                "RebalancePlanned",
+                f"{rebalance.from_shards} -> {rebalance.target_shards} shards: "
+                f"{len(rebalance.moves)} partition moves in {rebalance.steps} steps",
+            )
+        existing = self._existing_shards(directory, rebalance)
+        self._apply_children(body, cluster, directory, existing, seen)
+        if rebalance is not None:
+            rebalance, directory = self._advance(body, cluster, rebalance, directory, seen)
+        existing = self._existing_shards(directory, rebalance)
+        self._prune(cluster, directory, existing)
+        self._observe_shards(cluster, existing, seen)
+        self._write_status(body, cluster, seen, rebalance, directory)
+
+    def _read_directory(self, cluster: AgentMemoryCluster, seen: Observation) -> Directory | None:
+        cm = self.kube.get(
+            "v1", "ConfigMap", cluster.namespace, naming.directory_name(cluster.name)
+        )
+        if cm is None:
+            return initial_directory(cluster)
+        try:
+            directory = directory_from_configmap(cm)
+        except (DirectoryError, KeyError) as exc:
+            seen.degraded.append(
+                (
+                    "DirectoryInvalid",
+                    f"ConfigMap {naming.directory_name(cluster.name)} does not hold a valid "
+                    f"directory ({exc}); restore it or delete it to start over at epoch 1",
+                )
+            )
+            return None
+        if directory.partitions != cluster.spec.partitions:
+            seen.degraded.append(
+                (
+                    "DirectoryMismatch",
+                    f"the directory has {directory.partitions} partitions but spec.partitions is "
+                    f"{cluster.spec.partitions}; partitions cannot change after creation",
+                )
+            )
+            return None
+        return directory
+
+    @staticmethod
+    def _existing_shards(directory: Directory, rebalance: RebalanceStatus | None) -> set[int]:
+        shards = rb.ring_shards(directory) | directory.assigned_shards()
+        if rebalance is not None:
+            shards |= rb.shards_during(rebalance)
+        return shards
+
+    def _adopt(self, body: dict[str, Any], obj: dict[str, Any]) -> dict[str, Any]:
+        obj["metadata"]["ownerReferences"] = [owner_reference(body)]
+        return obj
+
+    def _apply_children(
+        self,
+        body: dict[str, Any],
+        cluster: AgentMemoryCluster,
+        directory: Directory,
+        shards: set[int],
+        seen: Observation,
+    ) -> None:
+        monitoring = self.kube.served(MONITORING_API)
+        for child in children(cluster, directory, shards, monitoring_api=monitoring):
+            if child["kind"] == "KafkaTopic":
+                if not self.kube.served(child["apiVersion"]):
+                    seen.degraded.append(
+                        (
+                            "StrimziMissing",
+                            f"the {child['apiVersion']} API is not served: install Strimzi, or "
+                            "set spec.eventLog.kafka.topicManagement to direct or external",
+                        )
+                    )
+                    continue
+                self._observe_topic(child, seen)
+            self.kube.apply(self._adopt(body, child))
+
+    def _observe_topic(self, topic: dict[str, Any], seen: Observation) -> None:
+        meta = topic["metadata"]
+        current = self.kube.get(topic["apiVersion"], "KafkaTopic", meta["namespace"], meta["name"])
+        for c in ((current or {}).get("status") or {}).get("conditions") or []:
+            if c.get("type") == "Ready" and c.get("status") == "False":
+                seen.degraded.append(
+                    (
+                        "TopicNotReady",
+                        f"KafkaTopic {meta['name']}: {c.get('reason', '')} {c.get('message', '')}",
+                    )
+                )
+
+    def _write_directory(
+        self, body: dict[str, Any], cluster: AgentMemoryCluster, d: Directory
+    ) -> None:
+        self.kube.apply(self._adopt(body, directory_configmap(cluster, d)))
+
+    def _patch_status(self, body: dict[str, Any], data: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        self.kube.patch_status(
+            naming.API_VERSION, naming.KIND, meta["namespace"], meta["name"], data
+        )
+
+    def _checkpoint(self, body: dict[str, Any], rebalance: RebalanceStatus | None) -> None:
+        self._patch_status(body, {"rebalance": None if rebalance is None else rebalance.to_api()})
+
+    def _advance(
+        self,
+        body: dict[str, Any],
+        cluster: AgentMemoryCluster,
+        reb: RebalanceStatus,
+        directory: Directory,
+        seen: Observation,
+    ) -> tuple[RebalanceStatus | None, Directory]:
+        """Advance the plan as far as it can go now; checkpoint after every transition."""
+        entries = shard_entries(cluster, rb.shards_during(reb))
+        while True:
+            if reb.phase == "AwaitingApproval":
+                approved = cluster.metadata.annotations.get(naming.APPROVE_ANNOTATION)
+                if approved != str(reb.target_epoch) and not cluster.spec.rebalance.auto_approve:
+                    seen.waiting.append(
+                        f"the rebalance to epoch {reb.target_epoch} waits for approval: annotate "
+                        f"{naming.APPROVE_ANNOTATION}={reb.target_epoch}"
+                    )
+                    return reb, directory
+                reb = reb.model_copy(update={"phase": "Warming", "step_started_at": self.clock()})
+                self._checkpoint(body, reb)
+            elif reb.phase == "Warming" and reb.current_step >= reb.steps:
+                reb = reb.model_copy(update={"phase": "Retiring"})
+                self._checkpoint(body, reb)
+            elif reb.phase == "Warming":
+                step = reb.current_step
+                epoch = rb.step_epoch(reb, step)
+                moves = rb.step_moves(reb, step)
+                if directory.epoch >= epoch:
+                    # Committed before a restart: record it, apply nothing again.
+                    reb = rb.committed(reb, step, self.clock())
+                    self._checkpoint(body, reb)
+                    continue
+                pending = directory.with_pending(epoch, moves).with_shards(entries)
+                if pending != directory:
+                    directory = pending
+                    self._write_directory(body, cluster, directory)
+                    reb = rb.mark(reb, step, "Warming")
+                    self._checkpoint(body, reb)
+                targets = sorted({m.target for m in moves})
+                if not self._caught_up(cluster, targets):
+                    self._check_warmup_timeout(cluster, reb, targets, seen)
+                    return reb, directory
+                directory = directory.commit(epoch, moves, entries)
+                self._write_directory(body, cluster, directory)
+                METRICS.directory_epoch.labels(cluster.namespace, cluster.name).set(epoch)
+                self.emit(
+                    body,
+                    "Normal",
+                    "EpochCommitted",
+                    f"directory epoch {epoch}: {len(moves)} partitions moved (step "
+                    f"{step + 1} of {reb.steps})",
+                )
+                reb = rb.committed(reb, step, self.clock())
+                self._checkpoint(body, reb)
+            else:  # Retiring
+                return self._retire(body, cluster, reb, directory, seen)
+
+    def _retire(
+        self,
+        body: dict[str, Any],
+        cluster: AgentMemoryCluster,
+        reb: RebalanceStatus,
+        directory: Directory,
+        seen: Observation,
+    ) -> tuple[RebalanceStatus | None, Directory]:
+        """Remove shards that left the ring, then close the plan."""
+        fresh = self._read_directory(cluster, seen) or directory
+        leaving = rb.retiring(reb)
+        still_owning = sorted(set(leaving) & fresh.assigned_shards())
+        if still_owning:
+            seen.degraded.append(
+                (
+                    "RetireBlocked",
+                    f"shards {still_owning} still own partitions in epoch {fresh.epoch}; "
+                    "they are kept until the directory moves them",
+                )
+            )
+            return reb, fresh
+        for shard in leaving:
+            for api_version, kind in (
+                ("apps/v1", "StatefulSet"),
+                ("policy/v1", "PodDisruptionBudget"),
+                ("v1", "Service"),
+            ):
+                self.kube.delete(
+                    api_version, kind, cluster.namespace, naming.shard_name(cluster.name, shard)
+                )
+            self.emit(body, "Normal", "ShardRetired", f"shard {shard} left the ring")
+        entries = shard_entries(cluster, range(reb.target_shards))
+        if fresh.shards != entries:
+            fresh = fresh.with_shards(entries)
+            self._write_directory(body, cluster, fresh)
+        now = self.clock()
+        self._patch_status(body, {"rebalance": None, "lastRebalance": rb.summary(reb, now)})
+        self.emit(body, "Normal", "RebalanceCompleted", rb.summary(reb, now))
+        return None, fresh
+
+    def _statefulsets(self, cluster: AgentMemoryCluster) -> dict[int, dict[str, Any]]:
+        selector = ",".join(
+            f"{k}={v}"
+            for k, v in naming.selector_labels(cluster.name, naming.COMPONENT_NODE).items()
+        )
+        out = {}
+        for sts in self.kube.list("apps/v1", "StatefulSet", cluster.namespace, selector):
+            shard = sts["metadata"].get("labels", {}).get(naming.LABEL_SHARD)
+            if shard is not None and shard.isdigit():
+                out[int(shard)] = sts
+        return out
+
+    @staticmethod
+    def _ready(sts: dict[str, Any] | None) -> bool:
+        if sts is None:
+            return False
+        want = int(sts.get("spec", {}).get("replicas", 1))
+        status = sts.get("status") or {}
+        return (
+            int(status.get("observedGeneration", 0)) >= int(sts["metadata"].get("generation", 0))
+            and int(status.get("readyReplicas", 0)) >= want
+            and int(status.get("updatedReplicas", 0)) >= want
+        )
+
+    def _caught_up(self, cluster: AgentMemoryCluster, shards: list[int]) -> bool:
+        """Whether gaining shards are ready to serve their new partitions.
+
+        A memory node is ready only when it has applied its partitions up to the
+        log's high watermark, so a Ready StatefulSet means caught up.
+        """
+        sets = self._statefulsets(cluster)
+        return all(self._ready(sets.get(s)) for s in shards)
+
+    def _check_warmup_timeout(
+        self,
+        cluster: AgentMemoryCluster,
+        reb: RebalanceStatus,
+        targets: list[int],
+        seen: Observation,
+    ) -> None:
+        started = reb.step_started_at
+        limit = cluster.spec.rebalance.warmup_timeout_seconds
+        if started is None:
+            return
+        elapsed = (
+            datetime.now(UTC) - datetime.fromisoformat(started.replace("Z", "+00:00"))
+        ).total_seconds()
+        if elapsed > limit:
+            seen.degraded.append(
+                (
+                    "WarmupTimeout",
+                    f"step {reb.current_step + 1} of {reb.steps} has waited {int(elapsed)}s "
+                    f"(limit {limit}s) for shards {targets} to catch up; check their pods",
+                )
+            )
+        else:
+            seen.waiting.append(
+                f"step {reb.current_step + 1} of {reb.steps} waits for shards {targets} to catch up"
+            )
+
+    def _prune(self, cluster: AgentMemoryCluster, directory: Directory, shards: set[int]) -> None:
+        """Delete children this cluster no longer wants (never a shard that owns partitions)."""
+        wanted = {
+            (c["kind"], c["metadata"]["name"])
+            for c in children(cluster, directory, shards, monitoring_api=True)
+        }
+        assigned = {naming.shard_name(cluster.name, s) for s in directory.assigned_shards()}
+        selector = f"{naming.LABEL_CLUSTER}={cluster.name}"
+        uid = cluster.metadata.uid
+        for api_version, kind in _PRUNABLE:
+            if not self.kube.served(api_version):
+                continue
+            for obj in self.kube.list(api_version, kind, cluster.namespace, selector):
+                name = obj["metadata"]["name"]
+                if (kind, name) in wanted or not owned_by(obj, uid):
+                    continue
+                if kind == "StatefulSet" and name in assigned:
+                    continue
+                log.info("pruning %s %s/%s", kind, cluster.namespace, name)
+                self.kube.delete(api_version, kind, cluster.namespace, name)
+
+    def _observe_shards(
+        self, cluster: AgentMemoryCluster, shards: set[int], seen: Observation
+    ) -> None:
+        sets = self._statefulsets(cluster)
+        seen.shards = len(shards)
+        seen.ready_shards = sum(1 for s in shards if self._ready(sets.get(s)))
+
+    # Status ------------------------------------------------------------------
+
+    def _write_status(
+        self,
+        body: dict[str, Any],
+        cluster: AgentMemoryCluster,
+        seen: Observation,
+        reb: RebalanceStatus | None,
+        directory: Directory | None,
+    ) -> None:
+        gen = cluster.metadata.generation
+        now = self.clock()
+        old = cluster.status
+        conds: list[Condition] = list(old.conditions)
+        ready = (
+            not seen.degraded
+            and reb is None
+            and directory is not None
+            and seen.shards == cluster.spec.shards
+            and seen.ready_shards == seen.shards
+        )
+        if seen.degraded:
+            reason, message = seen.degraded[0]
+            conds = cond.set_condition(
+                conds, "Degraded", True, reason, "; ".join(m for _, m in seen.degraded), gen, now
+            )
+        else:
+            conds = cond.set_condition(conds, "Degraded", False, "AsExpected", "", gen, now)
+        if reb is not None:
+            message = (
+                f"{reb.from_shards} -> {reb.target_shards} shards, step "
+                f"{min(reb.current_step + 1, reb.steps)} of {reb.steps} ({reb.phase})"
+            )
+            if cluster.spec.shards != reb.target_shards:
+                message += f"; spec.shards={cluster.spec.shards} waits for this rebalance to finish"
+            conds = cond.set_condition(conds, "Rebalancing", True, reb.phase, message, gen, now)
+        else:
+            conds = cond.set_condition(conds, "Rebalancing", False, "Balanced", "", gen, now)
+        if ready:
+            conds = cond.set_condition(
+                conds, "Ready", True, "ShardsReady", f"{seen.ready_shards} shards ready", gen, now
+            )
+            conds = cond.set_condition(conds, "Progressing", False, "Reconciled", "", gen, now)
+        else:
+            waiting = [
+                *seen.waiting,
+                f"{seen.ready_shards} of {seen.shards} shards ready",
+            ]
+            conds = cond.set_condition(
+                conds, "Ready", False, "NotReady", "; ".join(waiting), gen, now
+            )
+            conds = cond.set_condition(
+                conds, "Progressing", not seen.degraded, "Reconciling", "; ".join(waiting), gen, now
+            )
+        status = AgentMemoryClusterStatus(
+            observed_generation=gen,
+            phase=cond.phase(conds, gen, paused=False),
+            shards=seen.shards,
+            ready_shards=seen.ready_shards,
+            selector=",".join(
+                f"{k}={v}"
+                for k, v in naming.selector_labels(cluster.name, naming.COMPONENT_NODE).items()
+            ),
+            directory_epoch=directory.epoch if directory is not None else old.directory_epoch,
+            topic=cluster.topic,
+            conditions=conds,
+            rebalance=reb,
+            last_rebalance=old.last_rebalance,
+        )
+        self._patch(body, status, transitions=_transitions(old, status))
+
+    def _patch(
+        self, body: dict[str, Any], status: AgentMemoryClusterStatus, transitions: list[str]
+    ) -> None:
+        data = status.to_api()
+        data.setdefault("rebalance", None)
+        # The last rebalance summary is written when a plan completes; keep it.
+        data.pop("lastRebalance", None)
+        try:
+            self._patch_status(body, data)
+        except KubeError as exc:
+            if exc.status == 404:
+                return
+            raise
+        for message in transitions:
+            self.emit(body, "Normal", "PhaseChanged", message)
+
+    def _report_invalid(self, body: dict[str, Any], generation: int, message: str) -> None:
+        old = AgentMemoryClusterStatus.model_validate(body.get("status") or {})
+        now = self.clock()
+        conds = cond.set_condition(
+            old.conditions, "Degraded", True, "InvalidSpec", message, generation, now
+        )
+        conds = cond.set_condition(conds, "Ready", False, "InvalidSpec", message, generation, now)
+        status = old.model_copy(
+            update={"conditions": conds, "phase": "Degraded", "observed_generation": generation}
+        )
+        self.emit(body, "Warning", "InvalidSpec", message)
+        self._patch(body, status, transitions=[])
+
+    def _report_paused(self, body: dict[str, Any], cluster: AgentMemoryCluster) -> None:
+        gen = cluster.metadata.generation
+        now = self.clock()
+        message = f"reconciliation is paused by the annotation {naming.PAUSED_ANNOTATION}"
+        conds = cond.set_condition(
+            cluster.status.conditions, "Progressing", False, "Paused", message, gen, now
+        )
+        status = cluster.status.model_copy(update={"conditions": conds, "phase": "Paused"})
+        self._patch(body, status, transitions=_transitions(cluster.status, status))
+
+
+def _transitions(old: AgentMemoryClusterStatus, new: AgentMemoryClusterStatus) -> list[str]:
+    if old.phase == new.phase:
+        return []
+    return [f"phase {old.phase} -> {new.phase}"]

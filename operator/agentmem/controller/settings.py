@@ -1,0 +1,41 @@
+"""Operator settings, read once at startup from the environment and the command line."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SystemExit(f"{name}={raw!r} is not a number of seconds") from None
+    if value <= 0:
+        raise SystemExit(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the operator needs beyond kopf's own settings.
+
+    ``AGENTMEM_RESYNC_SECONDS``: how often every cluster is reconciled even when
+    nothing changed (restores hand-edited children, refreshes status). Default 30.
+    ``AGENTMEM_WORKERS``: threads for reconciles. Default 4.
+    """
+
+    namespaces: tuple[str, ...] = ()
+    resync_seconds: float = 30.0
+    workers: int = 4
+
+    @classmethod
+    def from_env(cls, namespaces: tuple[str, ...] = ()) -> Settings:
+        return cls(
+            namespaces=namespaces,
+            resync_seconds=_env_float("AGENTMEM_RESYNC_SECONDS", 30.0),
+            workers=int(_env_float("AGENTMEM_WORKERS", 4)),
+        )

@@ -1,0 +1,484 @@
+"""The typed ``AgentMemoryCluster`` resource.
+
+These models are the one source of truth for the custom resource: the CRD in
+``crds/`` is generated from them (:mod:`agentmem.model.crd`), so defaults,
+bounds, descriptions and CEL rules are written once, here. Field names are the
+camelCase names of the API; Python code uses the snake_case attributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from agentmem.model import naming
+
+#: A Kubernetes resource quantity, e.g. ``250m``, ``1Gi``, ``2``.
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+TOPIC_PATTERN = r"^[a-zA-Z0-9._-]+$"
+
+Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN, max_length=32)]
+SecretName = Annotated[str, Field(pattern=DNS_LABEL_PATTERN, min_length=1, max_length=253)]
+SecretKey = Annotated[str, Field(pattern=r"^[-._a-zA-Z0-9]+$", min_length=1, max_length=253)]
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """One ``x-kubernetes-validations`` entry; the message must name the field."""
+    entry = {"rule": rule, "message": message}
+    if field_path is not None:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+def rules(*entries: dict[str, str]) -> dict[str, Any]:
+    return {"x-kubernetes-validations": list(entries)}
+
+
+def nested(factory: Callable[[], Model], description: str) -> Any:
+    """A sub-object field whose default is the factory's value.
+
+    The CRD gets the same default, so the API server fills it in: ``{}`` when the
+    factory is the model itself (its fields default one by one), else the values.
+    """
+    value = factory()
+    default = {} if value == type(value)() else value.to_api()
+    return Field(
+        default_factory=factory, description=description, json_schema_extra={"default": default}
+    )
+
+
+class Model(BaseModel):
+    """Base of every spec model: camelCase on the wire, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        use_attribute_docstrings=False,
+    )
+
+    def to_api(self) -> dict[str, Any]:
+        """The API representation (camelCase, no unset optional fields)."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class ResourceList(Model):
+    """Amounts of CPU and memory."""
+
+    cpu: Quantity | None = Field(None, description="CPU, e.g. 250m or 2.")
+    memory: Quantity | None = Field(None, description="Memory, e.g. 256Mi or 2Gi.")
+
+
+class Resources(Model):
+    """Compute resources of a container: what the scheduler reserves and the ceiling."""
+
+    requests: ResourceList = nested(ResourceList, "Resources the scheduler reserves.")
+    limits: ResourceList = nested(ResourceList, "Upper bounds enforced at run time.")
+
+
+def _resources(cpu: str, memory: str, memory_limit: str) -> Resources:
+    return Resources(
+        requests=ResourceList(cpu=cpu, memory=memory),
+        limits=ResourceList(memory=memory_limit),
+    )
+
+
+class Persistence(Model):
+    """Whether Redis keeps its data on a PersistentVolume across pod restarts."""
+
+    enabled: bool = Field(
+        False,
+        description=(
+            "Keep Redis data on a PersistentVolumeClaim. When false, Redis uses an emptyDir "
+            "and a restarted pod rebuilds its state by replaying the event log."
+        ),
+    )
+    size: Quantity = Field("2Gi", description="Size of each replica's volume claim.")
+    storage_class_name: str | None = Field(
+        None,
+        max_length=253,
+        description="StorageClass of the volume claims; the cluster default when unset.",
+    )
+
+
+class Cache(Model):
+    """The Redis sidecar that holds the materialized state of a shard's partitions."""
+
+    image: str = Field(
+        "redis:7.4.2-alpine", min_length=1, max_length=512, description="Redis image."
+    )
+    memory_limit: Quantity = Field(
+        "1Gi",
+        description=(
+            "Memory limit of the Redis container. Redis maxmemory is set to 75% of it, "
+            "with the noeviction policy: writes are refused, never silently dropped, when full."
+        ),
+    )
+    cpu_request: Quantity = Field("100m", description="CPU request of the Redis container.")
+    persistence: Persistence = nested(Persistence, "Redis persistence across pod restarts.")
+
+
+class Strimzi(Model):
+    """How to reach the Strimzi Topic Operator that manages the event topic."""
+
+    cluster_name: str | None = Field(
+        None,
+        pattern=DNS_LABEL_PATTERN,
+        max_length=63,
+        description=(
+            "Name of the Strimzi Kafka cluster; set as the strimzi.io/cluster label of the "
+            "KafkaTopic. Required when topicManagement is strimzi."
+        ),
+    )
+    api_version: Literal["v1beta2", "v1"] = Field(
+        "v1beta2", description="API version of kafka.strimzi.io to create the KafkaTopic with."
+    )
+
+
+class TopicConfig(Model):
+    """Configuration of the event topic. The topic is always compacted by key."""
+
+    audit_window_hours: int = Field(
+        168,
+        ge=1,
+        le=87600,
+        description=(
+            "Hours the full history of every key stays in the log (min.compaction.lag.ms). "
+            "Older events are compacted away except the newest event per key."
+        ),
+    )
+    segment_hours: int = Field(
+        24,
+        ge=1,
+        le=8760,
+        description="Hours after which a log segment is closed and eligible for compaction.",
+    )
+    max_message_bytes: int = Field(
+        1048576,
+        ge=1024,
+        le=16777216,
+        description="Largest event the topic accepts (max.message.bytes).",
+    )
+    extra: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Further topic configuration entries, passed through as they are.",
+        json_schema_extra=rules(
+            cel(
+                "!('cleanup.policy' in self) && !('min.compaction.lag.ms' in self)",
+                "spec.eventLog.kafka.config.extra must not set cleanup.policy or "
+                "min.compaction.lag.ms: the event log is always compacted and the audit "
+                "window is spec.eventLog.kafka.config.auditWindowHours",
+            )
+        ),
+    )
+
+
+class SecretKeyRef(Model):
+    """A key of a Secret in the cluster's namespace."""
+
+    name: SecretName = Field(description="Name of the Secret.")
+    key: SecretKey = Field(description="Key within the Secret.")
+
+
+class Tls(Model):
+    """TLS to the Kafka brokers."""
+
+    enabled: bool = Field(False, description="Connect to the brokers over TLS.")
+    ca_secret: SecretKeyRef | None = Field(
+        None, description="CA certificate (PEM) that signed the brokers' certificates."
+    )
+    client_cert_secret: SecretKeyRef | None = Field(
+        None, description="Client certificate (PEM) for mutual TLS."
+    )
+    client_key_secret: SecretKeyRef | None = Field(
+        None, description="Client private key (PEM) for mutual TLS."
+    )
+
+
+class Sasl(Model):
+    """SASL authentication to the Kafka brokers."""
+
+    mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism."
+    )
+    secret_name: SecretName = Field(description="Secret holding the username and password.")
+    username_key: SecretKey = Field("username", description="Key of the username in the Secret.")
+    password_key: SecretKey = Field("password", description="Key of the password in the Secret.")
+
+
+class Kafka(Model):
+    """The Kafka cluster that holds the event log."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            cel(
+                "self.topicManagement != 'strimzi' || "
+                "(has(self.strimzi) && has(self.strimzi.clusterName))",
+                "spec.eventLog.kafka.strimzi.clusterName is required when "
+                "spec.eventLog.kafka.topicManagement is strimzi",
+                ".strimzi.clusterName",
+            ),
+            cel(
+                "self.minInSyncReplicas <= self.replicas",
+                "spec.eventLog.kafka.minInSyncReplicas must not exceed "
+                "spec.eventLog.kafka.replicas",
+                ".minInSyncReplicas",
+            ),
+        )
+    )
+
+    bootstrap_servers: str = Field(
+        min_length=1,
+        max_length=2048,
+        pattern=r"^[^,\s]+(,[^,\s]+)*$",
+        description="Comma-separated host:port list of Kafka bootstrap servers.",
+    )
+    topic_management: Literal["strimzi", "direct", "external"] = Field(
+        "strimzi",
+        description=(
+            "Who creates the event topic: strimzi (the operator creates a KafkaTopic for "
+            "the Strimzi Topic Operator), direct (the operator creates it through the Kafka "
+            "admin API), or external (it exists already; the operator checks it)."
+        ),
+    )
+    topic_name: str | None = Field(
+        None,
+        pattern=TOPIC_PATTERN,
+        max_length=249,
+        description="Name of the event topic; agentmem.<namespace>.<cluster>.events when unset.",
+    )
+    strimzi: Strimzi = nested(Strimzi, "Strimzi settings for topicManagement strimzi.")
+    replicas: int = Field(3, ge=1, le=16, description="Replication factor of the event topic.")
+    min_in_sync_replicas: int = Field(
+        2, ge=1, le=16, description="min.insync.replicas of the event topic (writes use acks=all)."
+    )
+    config: TopicConfig = nested(TopicConfig, "Configuration of the event topic.")
+    tls: Tls = nested(Tls, "TLS to the brokers.")
+    sasl: Sasl | None = Field(None, description="SASL authentication to the brokers.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Kafka:
+        # The same rules as the CEL validations above, for offline use (agentmem render).
+        if self.topic_management == "strimzi" and not self.strimzi.cluster_name:
+            raise ValueError(
+                "spec.eventLog.kafka.strimzi.clusterName is required when "
+                "spec.eventLog.kafka.topicManagement is strimzi"
+            )
+        if self.min_in_sync_replicas > self.replicas:
+            raise ValueError(
+                "spec.eventLog.kafka.minInSyncReplicas must not exceed spec.eventLog.kafka.replicas"
+            )
+        return self
+
+
+class EventLog(Model):
+    """Where the events (the source of truth) are stored."""
+
+    kafka: Kafka = Field(description="The Kafka event log.")
+
+
+class Toleration(Model):
+    """A toleration of node taints, as in a pod spec."""
+
+    key: str | None = Field(None, max_length=316, description="Taint key; empty matches all.")
+    operator: Literal["Exists", "Equal"] | None = Field(
+        None, description="Exists or Equal (the default)."
+    )
+    value: str | None = Field(None, max_length=63, description="Taint value to match.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        None, description="Taint effect to match; empty matches all."
+    )
+    toleration_seconds: int | None = Field(
+        None, ge=0, le=31536000, description="How long a NoExecute taint is tolerated."
+    )
+
+
+class Placement(Model):
+    """Where the memory nodes run."""
+
+    zones: list[Annotated[str, Field(min_length=1, max_length=63)]] = Field(
+        default_factory=list,
+        max_length=16,
+        description=(
+            "Zones (topology.kubernetes.io/zone) the nodes may run in. Each shard's replicas "
+            "are spread across them, and partitions are balanced across zones. Empty: any zone."
+        ),
+        json_schema_extra=rules(
+            cel("self.all(z, self.exists_one(y, y == z))", "spec.placement.zones must be unique")
+        ),
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, max_length=32, description="Node labels the pods require."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=32, description="Tolerations of the pods."
+    )
+    affinity: dict[str, Any] | None = Field(
+        None,
+        description=(
+            "Affinity of the pods (core/v1 Affinity). The zone requirement from zones is "
+            "added to it."
+        ),
+    )
+
+
+class Rebalance(Model):
+    """How partitions move between shards when spec.shards changes."""
+
+    auto_approve: bool = Field(
+        True,
+        description=(
+            "Start a planned rebalance at once. When false, the plan waits in status until "
+            "the annotation agentmem.io/approve-rebalance names its target epoch."
+        ),
+    )
+    max_concurrent_moves: int = Field(
+        8, ge=1, le=4096, description="Partitions warmed up and committed in one step."
+    )
+    warmup_timeout_seconds: int = Field(
+        600,
+        ge=10,
+        le=86400,
+        description="How long a step may wait for gaining shards to catch up before Degraded.",
+    )
+
+
+class ServiceMonitorSpec(Model):
+    """The Prometheus Operator ServiceMonitor of the memory nodes."""
+
+    enabled: bool = Field(True, description="Create it when the monitoring.coreos.com API exists.")
+    interval: str = Field(
+        "30s", pattern=r"^[0-9]+(ms|s|m|h)$", max_length=16, description="Scrape interval."
+    )
+
+
+class PrometheusRuleSpec(Model):
+    """The Prometheus Operator PrometheusRule with the cluster's alerts."""
+
+    enabled: bool = Field(True, description="Create it when the monitoring.coreos.com API exists.")
+
+
+class Thresholds(Model):
+    """Alert thresholds."""
+
+    read_latency_p99_ms: int = Field(
+        120, ge=1, le=60000, description="Alert when p99 read latency exceeds this for 5 minutes."
+    )
+    miss_ratio_percent: int = Field(
+        5, ge=0, le=100, description="Alert when the cache miss ratio exceeds this percentage."
+    )
+    event_lag_ms: int = Field(
+        50, ge=1, le=3600000, description="Alert when applied events lag the log by more than this."
+    )
+    redis_memory_percent: int = Field(
+        85, ge=1, le=100, description="Alert when Redis uses more than this share of maxmemory."
+    )
+
+
+class Monitoring(Model):
+    """Prometheus integration."""
+
+    service_monitor: ServiceMonitorSpec = nested(
+        ServiceMonitorSpec, "ServiceMonitor of the memory nodes."
+    )
+    prometheus_rule: PrometheusRuleSpec = nested(
+        PrometheusRuleSpec, "PrometheusRule with the alerts."
+    )
+    thresholds: Thresholds = nested(Thresholds, "Alert thresholds.")
+
+
+class Disruption(Model):
+    """Voluntary disruption budget of each shard."""
+
+    max_unavailable: int = Field(
+        1,
+        ge=0,
+        le=9,
+        description="Replicas of a shard that may be down at once for voluntary disruptions.",
+    )
+
+
+class Router(Model):
+    """The stateless router Deployment in front of the memory nodes."""
+
+    replicas: int = Field(2, ge=0, le=100, description="Router replicas; 0 disables the router.")
+    resources: Resources = nested(
+        lambda: _resources("100m", "128Mi", "256Mi"),
+        "Compute resources of a router container.",
+    )
+
+
+class AgentMemoryClusterSpec(Model):
+    """Desired state of an agentmem cluster."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            cel(
+                "self.shards <= self.partitions",
+                "spec.shards must not exceed spec.partitions",
+                ".shards",
+            ),
+        )
+    )
+
+    shards: int = Field(
+        3,
+        ge=1,
+        le=naming.MAX_SHARDS,
+        description="Number of shards. Changing it rebalances partitions between shards.",
+    )
+    replicas_per_shard: int = Field(
+        2, ge=1, le=9, description="Memory-node replicas of each shard (pods of its StatefulSet)."
+    )
+    partitions: int = Field(
+        64,
+        ge=1,
+        le=naming.MAX_PARTITIONS,
+        description=(
+            "Partitions of the key space and of the event topic. Fixed when the cluster is "
+            "created: it cannot be changed."
+        ),
+        json_schema_extra=rules(cel("self == oldSelf", "spec.partitions is immutable")),
+    )
+    image: str = Field(
+        "agentmem/agentmem:0.1.0",
+        min_length=1,
+        max_length=512,
+        description="agentmem image of the memory nodes and routers.",
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        "IfNotPresent", description="Pull policy of the agentmem image."
+    )
+    resources: Resources = nested(
+        lambda: _resources("250m", "256Mi", "512Mi"),
+        "Compute resources of a memory-node container.",
+    )
+    cache: Cache = nested(Cache, "The Redis sidecar of each node.")
+    event_log: EventLog = Field(description="The event log (Kafka).")
+    placement: Placement = nested(Placement, "Where the memory nodes run.")
+    rebalance: Rebalance = nested(Rebalance, "How partitions move on a change of shards.")
+    consistency: Literal["eventual", "session", "strong"] = Field(
+        "session",
+        description=(
+            "Default read consistency for clients: eventual (local state), session "
+            "(read-your-writes with a version token) or strong (caught up to the log end)."
+        ),
+    )
+    monitoring: Monitoring = nested(Monitoring, "Prometheus.")
+    disruption: Disruption = nested(Disruption, "Disruption budget of each shard.")
+    router: Router = nested(Router, "The router Deployment.")
+
+    @model_validator(mode="after")
+    def _check(self) -> AgentMemoryClusterSpec:
+        if self.shards > self.partitions:
+            raise ValueError("spec.shards must not exceed spec.partitions")
+        return self

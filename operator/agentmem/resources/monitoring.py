@@ -1,0 +1,104 @@
+"""Prometheus Operator objects: the ServiceMonitor and the PrometheusRule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agentmem.model import AgentMemoryCluster, naming
+from agentmem.resources._meta import metadata
+
+MONITORING_API = "monitoring.coreos.com/v1"
+
+
+def service_monitor(cluster: AgentMemoryCluster) -> dict[str, Any]:
+    """Scrapes ``/metrics`` of every memory node and router."""
+    return {
+        "apiVersion": MONITORING_API,
+        "kind": "ServiceMonitor",
+        "metadata": metadata(
+            cluster, naming.monitoring_name(cluster.name), naming.COMPONENT_MONITORING
+        ),
+        "spec": {
+            "selector": {
+                "matchLabels": {
+                    naming.LABEL_INSTANCE: cluster.name,
+                    naming.LABEL_NAME: naming.APP_NAME,
+                    naming.SCRAPE_LABEL: "true",
+                }
+            },
+            "namespaceSelector": {"matchNames": [cluster.namespace]},
+            "endpoints": [
+                {
+                    "port": "http",
+                    "path": "/metrics",
+                    "interval": cluster.spec.monitoring.service_monitor.interval,
+                }
+            ],
+        },
+    }
+
+
+def _alert(name: str, expr: str, duration: str, summary: str, action: str) -> dict[str, Any]:
+    return {
+        "alert": name,
+        "expr": expr,
+        "for": duration,
+        "labels": {"severity": "warning"},
+        "annotations": {"summary": summary, "description": action},
+    }
+
+
+def prometheus_rule(cluster: AgentMemoryCluster) -> dict[str, Any]:
+    """The alerts of ARCHITECTURE.md, with the thresholds from the spec."""
+    t = cluster.spec.monitoring.thresholds
+    sel = f'namespace="{cluster.namespace}",{naming.LABEL_CLUSTER_METRIC}="{cluster.name}"'
+    n = naming
+    p99 = (
+        f"histogram_quantile(0.99, sum by (le, shard) "
+        f"(rate({n.METRIC_READ_LATENCY}_bucket{{{sel}}}[5m])))"
+    )
+    hits = f"sum(rate({n.METRIC_CACHE_HITS}{{{sel}}}[5m]))"
+    misses = f"sum(rate({n.METRIC_CACHE_MISSES}{{{sel}}}[5m]))"
+    rules = [
+        _alert(
+            "AgentMemReadLatencyHigh",
+            f"{p99} > {t.read_latency_p99_ms / 1000}",
+            "5m",
+            f"p99 read latency of shard {{{{ $labels.shard }}}} of {cluster.name} is above "
+            f"{t.read_latency_p99_ms} ms",
+            "Check the shard's CPU and Redis latency, or add shards (spec.shards).",
+        ),
+        _alert(
+            "AgentMemCacheMissRatioHigh",
+            f"{misses} / clamp_min({hits} + {misses}, 1e-9) > {t.miss_ratio_percent / 100}",
+            "10m",
+            f"Cache miss ratio of {cluster.name} is above {t.miss_ratio_percent}%",
+            "Reads are missing materialized state: check that nodes are caught up and that "
+            "clients follow directory redirects.",
+        ),
+        _alert(
+            "AgentMemEventLagHigh",
+            f"max by (pod) ({n.METRIC_EVENT_LAG_SECONDS}{{{sel}}}) > {t.event_lag_ms / 1000}",
+            "5m",
+            f"Pod {{{{ $labels.pod }}}} of {cluster.name} applies events more than "
+            f"{t.event_lag_ms} ms behind the log",
+            "Check the node's CPU and its Redis, and the Kafka brokers' health.",
+        ),
+        _alert(
+            "AgentMemRedisMemoryHigh",
+            f"max by (pod) ({n.METRIC_REDIS_USED}{{{sel}}} / {n.METRIC_REDIS_MAX}{{{sel}}}) "
+            f"> {t.redis_memory_percent / 100}",
+            "5m",
+            f"Redis of pod {{{{ $labels.pod }}}} of {cluster.name} is above "
+            f"{t.redis_memory_percent}% of maxmemory",
+            "Raise spec.cache.memoryLimit or add shards before writes are refused.",
+        ),
+    ]
+    return {
+        "apiVersion": MONITORING_API,
+        "kind": "PrometheusRule",
+        "metadata": metadata(
+            cluster, naming.monitoring_name(cluster.name), naming.COMPONENT_MONITORING
+        ),
+        "spec": {"groups": [{"name": f"agentmem.{cluster.name}", "rules": rules}]},
+    }

@@ -1,0 +1,316 @@
+"""One shard: a StatefulSet of memory nodes with Redis sidecars, its headless
+Service and its PodDisruptionBudget."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agentmem.model import AgentMemoryCluster, naming
+from agentmem.model.spec import SecretKeyRef
+from agentmem.resources._meta import container_security, metadata, pod_security, resources
+from agentmem.resources._quantity import to_bytes
+from agentmem.resources.directory import shard_zone
+
+#: Share of the Redis container's memory limit given to Redis as maxmemory; the
+#: rest covers Redis's own overhead (buffers, fragmentation, Lua).
+REDIS_MAXMEMORY_SHARE = 0.75
+
+TLS_MOUNT = "/etc/agentmem/kafka-tls"
+
+
+def redis_maxmemory(cluster: AgentMemoryCluster) -> int:
+    return int(to_bytes(cluster.spec.cache.memory_limit) * REDIS_MAXMEMORY_SHARE)
+
+
+def _tls_files(cluster: AgentMemoryCluster) -> list[tuple[SecretKeyRef, str, str]]:
+    """(secret key, file name, environment variable) of each configured TLS file."""
+    tls = cluster.spec.event_log.kafka.tls
+    if not tls.enabled:
+        return []
+    files = [
+        (tls.ca_secret, "ca.crt", "AGENTMEM_KAFKA_SSL_CA_LOCATION"),
+        (tls.client_cert_secret, "tls.crt", "AGENTMEM_KAFKA_SSL_CERTIFICATE_LOCATION"),
+        (tls.client_key_secret, "tls.key", "AGENTMEM_KAFKA_SSL_KEY_LOCATION"),
+    ]
+    return [(ref, path, var) for ref, path, var in files if ref is not None]
+
+
+def kafka_env(cluster: AgentMemoryCluster) -> list[dict[str, Any]]:
+    """Environment that tells a node or router how to reach Kafka (TLS, SASL)."""
+    kafka = cluster.spec.event_log.kafka
+    protocol = ("SASL_" if kafka.sasl else "") + ("SSL" if kafka.tls.enabled else "PLAINTEXT")
+    env: list[dict[str, Any]] = [
+        {"name": "AGENTMEM_KAFKA_BOOTSTRAP_SERVERS", "value": kafka.bootstrap_servers},
+        {"name": "AGENTMEM_TOPIC", "value": cluster.topic},
+        {"name": "AGENTMEM_KAFKA_SECURITY_PROTOCOL", "value": protocol},
+    ]
+    env += [{"name": var, "value": f"{TLS_MOUNT}/{path}"} for _, path, var in _tls_files(cluster)]
+    if kafka.sasl:
+        env.append({"name": "AGENTMEM_KAFKA_SASL_MECHANISM", "value": kafka.sasl.mechanism})
+        for var, key in (
+            ("AGENTMEM_KAFKA_SASL_USERNAME", kafka.sasl.username_key),
+            ("AGENTMEM_KAFKA_SASL_PASSWORD", kafka.sasl.password_key),
+        ):
+            secret = {"secretKeyRef": {"name": kafka.sasl.secret_name, "key": key}}
+            env.append({"name": var, "valueFrom": secret})
+    return env
+
+
+def tls_volume(cluster: AgentMemoryCluster) -> dict[str, Any] | None:
+    """A projected volume with the Kafka TLS files, when TLS is on."""
+    sources = [
+        {"secret": {"name": ref.name, "items": [{"key": ref.key, "path": path}]}}
+        for ref, path, _ in _tls_files(cluster)
+    ]
+    if not sources:
+        return None
+    return {"name": "kafka-tls", "projected": {"sources": sources, "defaultMode": 0o440}}
+
+
+def common_env(cluster: AgentMemoryCluster) -> list[dict[str, Any]]:
+    """What every agentmem container needs to find its cluster."""
+    return [
+        {"name": "AGENTMEM_CLUSTER", "value": cluster.name},
+        {
+            "name": "AGENTMEM_NAMESPACE",
+            "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+        },
+        {"name": "AGENTMEM_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "AGENTMEM_DIRECTORY", "value": naming.directory_name(cluster.name)},
+        {"name": "AGENTMEM_PARTITIONS", "value": str(cluster.spec.partitions)},
+        {"name": "AGENTMEM_CONSISTENCY", "value": cluster.spec.consistency},
+    ]
+
+
+def http_probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
+
+
+def _redis_probe(period: int, failures: int) -> dict[str, Any]:
+    return {
+        "exec": {"command": ["redis-cli", "-h", "127.0.0.1", "-p", str(naming.REDIS_PORT), "ping"]},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
+
+
+def redis_container(cluster: AgentMemoryCluster) -> dict[str, Any]:
+    """Redis as a native sidecar: an init container with ``restartPolicy: Always``.
+
+    It listens on loopback only; nothing outside the pod reaches it.
+    """
+    cache = cluster.spec.cache
+    persistent = cache.persistence.enabled
+    command = [
+        "redis-server",
+        "--bind", "127.0.0.1",
+        "--port", str(naming.REDIS_PORT),
+        "--protected-mode", "yes",
+        "--maxmemory", str(redis_maxmemory(cluster)),
+        "--maxmemory-policy", "noeviction",
+        "--save", "",
+        "--appendonly", "yes" if persistent else "no",
+        "--appendfsync", "everysec",
+        "--dir", "/data",
+    ]  # fmt: skip
+    return {
+        "name": "redis",
+        "image": cache.image,
+        "imagePullPolicy": "IfNotPresent",
+        "restartPolicy": "Always",
+        "command": command,
+        "ports": [{"name": "redis", "containerPort": naming.REDIS_PORT, "protocol": "TCP"}],
+        "startupProbe": _redis_probe(period=2, failures=30),
+        "readinessProbe": _redis_probe(period=5, failures=3),
+        "livenessProbe": _redis_probe(period=10, failures=3),
+        "resources": {
+            "requests": {"cpu": cache.cpu_request, "memory": cache.memory_limit},
+            "limits": {"memory": cache.memory_limit},
+        },
+        "securityContext": container_security(),
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+    }
+
+
+def node_container(cluster: AgentMemoryCluster, shard: int) -> dict[str, Any]:
+    spec = cluster.spec
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    if tls_volume(cluster) is not None:
+        mounts.append({"name": "kafka-tls", "mountPath": TLS_MOUNT, "readOnly": True})
+    return {
+        "name": "memory-node",
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "args": ["node"],
+        "ports": [{"name": "http", "containerPort": naming.NODE_PORT, "protocol": "TCP"}],
+        "env": [
+            *common_env(cluster),
+            {"name": "AGENTMEM_SHARD", "value": str(shard)},
+            {"name": "AGENTMEM_LISTEN", "value": f"0.0.0.0:{naming.NODE_PORT}"},
+            {"name": "AGENTMEM_REDIS_URL", "value": f"redis://127.0.0.1:{naming.REDIS_PORT}/0"},
+            *kafka_env(cluster),
+        ],
+        "startupProbe": http_probe("/livez", period=2, failures=60),
+        "readinessProbe": http_probe("/readyz", period=5, failures=3),
+        "livenessProbe": http_probe("/livez", period=10, failures=3),
+        "resources": resources(spec.resources),
+        "securityContext": container_security(),
+        "volumeMounts": mounts,
+    }
+
+
+def _affinity(cluster: AgentMemoryCluster, shard: int) -> dict[str, Any] | None:
+    """The user's affinity plus the zone requirement and the shard's home zone."""
+    placement = cluster.spec.placement
+    affinity: dict[str, Any] = dict(placement.affinity or {})
+    if not placement.zones:
+        return affinity or None
+    node_affinity: dict[str, Any] = dict(affinity.get("nodeAffinity") or {})
+    zone_requirement = {"key": naming.ZONE_LABEL, "operator": "In", "values": list(placement.zones)}
+    required = dict(node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution") or {})
+    terms = [dict(t) for t in required.get("nodeSelectorTerms") or [{}]]
+    for term in terms:
+        term["matchExpressions"] = [*(term.get("matchExpressions") or []), zone_requirement]
+    required["nodeSelectorTerms"] = terms
+    node_affinity["requiredDuringSchedulingIgnoredDuringExecution"] = required
+    # The shard's home zone (its zone in the directory) is preferred, so a
+    # single-replica shard lands where the directory says it is.
+    home = {
+        "weight": 50,
+        "preference": {
+            "matchExpressions": [
+                {"key": naming.ZONE_LABEL, "operator": "In", "values": [shard_zone(cluster, shard)]}
+            ]
+        },
+    }
+    preferred = list(node_affinity.get("preferredDuringSchedulingIgnoredDuringExecution") or [])
+    node_affinity["preferredDuringSchedulingIgnoredDuringExecution"] = [*preferred, home]
+    affinity["nodeAffinity"] = node_affinity
+    return affinity
+
+
+def _spread(cluster: AgentMemoryCluster, shard: int) -> list[dict[str, Any]]:
+    """A shard's replicas spread over zones (hard when zones are listed) and nodes."""
+    selector = {"matchLabels": naming.shard_selector_labels(cluster.name, shard)}
+    zone_rule = "DoNotSchedule" if cluster.spec.placement.zones else "ScheduleAnyway"
+    return [
+        {
+            "maxSkew": 1,
+            "topologyKey": naming.ZONE_LABEL,
+            "whenUnsatisfiable": zone_rule,
+            "labelSelector": selector,
+            "matchLabelKeys": ["controller-revision-hash"],
+        },
+        {
+            "maxSkew": 1,
+            "topologyKey": naming.HOSTNAME_LABEL,
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": selector,
+            "matchLabelKeys": ["controller-revision-hash"],
+        },
+    ]
+
+
+def shard_statefulset(cluster: AgentMemoryCluster, shard: int) -> dict[str, Any]:
+    """The StatefulSet ``<cluster>-shard-<i>``."""
+    spec = cluster.spec
+    name = naming.shard_name(cluster.name, shard)
+    selector = naming.shard_selector_labels(cluster.name, shard)
+    meta = metadata(cluster, name, naming.COMPONENT_NODE, **{naming.LABEL_SHARD: str(shard)})
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
+    tls = tls_volume(cluster)
+    if tls is not None:
+        volumes.append(tls)
+    claims: list[dict[str, Any]] = []
+    persistence = spec.cache.persistence
+    if persistence.enabled:
+        claim_spec: dict[str, Any] = {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": persistence.size}},
+        }
+        if persistence.storage_class_name:
+            claim_spec["storageClassName"] = persistence.storage_class_name
+        claims.append({"metadata": {"name": "data", "labels": dict(selector)}, "spec": claim_spec})
+    else:
+        volumes.append({"name": "data", "emptyDir": {"sizeLimit": spec.cache.memory_limit}})
+    pod_spec: dict[str, Any] = {
+        "serviceAccountName": naming.node_account_name(cluster.name),
+        "automountServiceAccountToken": True,
+        "securityContext": pod_security(),
+        "terminationGracePeriodSeconds": 30,
+        "initContainers": [redis_container(cluster)],
+        "containers": [node_container(cluster, shard)],
+        "topologySpreadConstraints": _spread(cluster, shard),
+        "volumes": volumes,
+    }
+    affinity = _affinity(cluster, shard)
+    if affinity:
+        pod_spec["affinity"] = affinity
+    if spec.placement.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.placement.node_selector)
+    if spec.placement.tolerations:
+        pod_spec["tolerations"] = [t.to_api() for t in spec.placement.tolerations]
+    sts_spec: dict[str, Any] = {
+        "replicas": spec.replicas_per_shard,
+        "serviceName": name,
+        "podManagementPolicy": "Parallel",
+        "updateStrategy": {"type": "RollingUpdate"},
+        "revisionHistoryLimit": 5,
+        "selector": {"matchLabels": selector},
+        "template": {
+            "metadata": {
+                "labels": dict(meta["labels"]),
+                "annotations": {"kubectl.kubernetes.io/default-container": "memory-node"},
+            },
+            "spec": pod_spec,
+        },
+    }
+    if claims:
+        sts_spec["volumeClaimTemplates"] = claims
+        # The event log is the source of truth: a deleted shard's volumes go too.
+        sts_spec["persistentVolumeClaimRetentionPolicy"] = {
+            "whenDeleted": "Delete",
+            "whenScaled": "Retain",
+        }
+    return {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": meta, "spec": sts_spec}
+
+
+def shard_service(cluster: AgentMemoryCluster, shard: int) -> dict[str, Any]:
+    """The headless Service that names a shard's pods in DNS."""
+    name = naming.shard_name(cluster.name, shard)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(
+            cluster, name, naming.COMPONENT_NODE, **{naming.LABEL_SHARD: str(shard)}
+        ),
+        "spec": {
+            "clusterIP": "None",
+            "selector": naming.shard_selector_labels(cluster.name, shard),
+            "ports": [
+                {"name": "http", "port": naming.NODE_PORT, "targetPort": "http", "protocol": "TCP"}
+            ],
+        },
+    }
+
+
+def shard_pdb(cluster: AgentMemoryCluster, shard: int) -> dict[str, Any]:
+    name = naming.shard_name(cluster.name, shard)
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": metadata(
+            cluster, name, naming.COMPONENT_NODE, **{naming.LABEL_SHARD: str(shard)}
+        ),
+        "spec": {
+            "maxUnavailable": cluster.spec.disruption.max_unavailable,
+            "selector": {"matchLabels": naming.shard_selector_labels(cluster.name, shard)},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }

@@ -1,0 +1,337 @@
+"""Every builder against the structure it must produce (no cluster involved)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from agentmem import __version__
+from agentmem.model import AgentMemoryCluster
+from agentmem.resources import (
+    children,
+    client_service,
+    directory_configmap,
+    directory_from_configmap,
+    initial_directory,
+    kafka_topic,
+    network_policy,
+    prometheus_rule,
+    redis_maxmemory,
+    role,
+    role_binding,
+    router_deployment,
+    router_service,
+    service_account,
+    service_monitor,
+    shard_pdb,
+    shard_service,
+    shard_statefulset,
+    topic_config,
+)
+from tests.unit.test_crd import merge
+
+
+@pytest.fixture
+def cluster(example: dict[str, Any]) -> AgentMemoryCluster:
+    example["metadata"]["namespace"] = "team-a"
+    return AgentMemoryCluster.from_api(example)
+
+
+def with_spec(example: dict[str, Any], **spec: Any) -> AgentMemoryCluster:
+    return AgentMemoryCluster.from_api(merge(example, {"spec": spec}))
+
+
+EXPECTED_LABELS = {
+    "app.kubernetes.io/name": "agentmem",
+    "app.kubernetes.io/instance": "demo",
+    "app.kubernetes.io/part-of": "agentmem",
+    "app.kubernetes.io/managed-by": "agentmem-operator",
+    "app.kubernetes.io/version": __version__,
+    "agentmem.io/cluster": "demo",
+}
+
+
+def test_every_child_has_the_recommended_labels(cluster: AgentMemoryCluster) -> None:
+    for child in children(cluster):
+        labels = child["metadata"]["labels"]
+        assert EXPECTED_LABELS.items() <= labels.items(), child["kind"]
+        assert labels["app.kubernetes.io/component"]
+        assert child["metadata"]["namespace"] == "team-a"
+
+
+def test_statefulset(cluster: AgentMemoryCluster) -> None:
+    sts = shard_statefulset(cluster, 1)
+    assert sts["metadata"]["name"] == "demo-shard-1"
+    spec = sts["spec"]
+    assert spec["replicas"] == 2
+    assert spec["serviceName"] == "demo-shard-1"
+    assert spec["selector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "agentmem",
+        "app.kubernetes.io/instance": "demo",
+        "app.kubernetes.io/component": "memory-node",
+        "agentmem.io/shard": "1",
+    }
+    pod = spec["template"]["spec"]
+    assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 10001,
+        "runAsGroup": 10001,
+        "fsGroup": 10001,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    (redis,) = pod["initContainers"]
+    (node,) = pod["containers"]
+    assert redis["restartPolicy"] == "Always"  # native sidecar
+    assert redis["name"] == "redis"
+    command = redis["command"]
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+    assert command[command.index("--bind") + 1] == "127.0.0.1"
+    assert command[command.index("--maxmemory") + 1] == str(int(0.75 * 2**30))
+    assert redis["resources"]["limits"]["memory"] == "1Gi"
+    for container in (redis, node):
+        sc = container["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["runAsNonRoot"] is True
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert {"startupProbe", "readinessProbe", "livenessProbe"} <= container.keys()
+        assert container["resources"]["requests"] and container["resources"]["limits"]
+    assert node["args"] == ["node"]
+    assert node["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    env = {e["name"]: e.get("value") for e in node["env"]}
+    assert env["AGENTMEM_SHARD"] == "1"
+    assert env["AGENTMEM_REDIS_URL"] == "redis://127.0.0.1:6379/0"
+    assert env["AGENTMEM_TOPIC"] == "agentmem.team-a.demo.events"
+    assert env["AGENTMEM_KAFKA_SECURITY_PROTOCOL"] == "PLAINTEXT"
+    zone_spread, host_spread = pod["topologySpreadConstraints"]
+    assert zone_spread["topologyKey"] == "topology.kubernetes.io/zone"
+    assert zone_spread["whenUnsatisfiable"] == "DoNotSchedule"
+    assert zone_spread["matchLabelKeys"] == ["controller-revision-hash"]
+    assert zone_spread["labelSelector"]["matchLabels"]["agentmem.io/shard"] == "1"
+    assert host_spread["topologyKey"] == "kubernetes.io/hostname"
+    required = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert required["nodeSelectorTerms"][0]["matchExpressions"] == [
+        {
+            "key": "topology.kubernetes.io/zone",
+            "operator": "In",
+            "values": ["zone-a", "zone-b", "zone-c"],
+        }
+    ]
+    preferred = pod["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert preferred[0]["preference"]["matchExpressions"][0]["values"] == ["zone-b"]
+    assert {"name": "data", "emptyDir": {"sizeLimit": "1Gi"}} in pod["volumes"]
+    assert "volumeClaimTemplates" not in spec
+
+
+def test_statefulset_without_zones_spreads_softly(example: dict[str, Any]) -> None:
+    cluster = with_spec(example, placement={"zones": []})
+    pod = shard_statefulset(cluster, 0)["spec"]["template"]["spec"]
+    assert pod["topologySpreadConstraints"][0]["whenUnsatisfiable"] == "ScheduleAnyway"
+    assert "affinity" not in pod
+
+
+def test_statefulset_with_persistence(example: dict[str, Any]) -> None:
+    cluster = with_spec(
+        example,
+        cache={"persistence": {"enabled": True, "size": "5Gi", "storageClassName": "fast"}},
+    )
+    spec = shard_statefulset(cluster, 0)["spec"]
+    (claim,) = spec["volumeClaimTemplates"]
+    assert claim["spec"] == {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": "5Gi"}},
+        "storageClassName": "fast",
+    }
+    assert spec["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Delete"
+    redis = spec["template"]["spec"]["initContainers"][0]
+    assert redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
+    assert all(v["name"] != "data" for v in spec["template"]["spec"]["volumes"])
+
+
+def test_kafka_tls_and_sasl(example: dict[str, Any]) -> None:
+    kafka = {
+        "bootstrapServers": "k:9093",
+        "topicManagement": "external",
+        "topicName": "Agent_Events",
+        "tls": {"enabled": True, "caSecret": {"name": "kafka-ca", "key": "ca.crt"}},
+        "sasl": {"mechanism": "SCRAM-SHA-512", "secretName": "kafka-user"},
+    }
+    cluster = with_spec(example, eventLog={"kafka": kafka})
+    pod = shard_statefulset(cluster, 0)["spec"]["template"]["spec"]
+    node = pod["containers"][0]
+    env = {e["name"]: e for e in node["env"]}
+    assert env["AGENTMEM_KAFKA_SECURITY_PROTOCOL"]["value"] == "SASL_SSL"
+    assert env["AGENTMEM_KAFKA_SSL_CA_LOCATION"]["value"] == "/etc/agentmem/kafka-tls/ca.crt"
+    assert env["AGENTMEM_KAFKA_SASL_PASSWORD"]["valueFrom"] == {
+        "secretKeyRef": {"name": "kafka-user", "key": "password"}
+    }
+    assert env["AGENTMEM_TOPIC"]["value"] == "Agent_Events"
+    tls = next(v for v in pod["volumes"] if v["name"] == "kafka-tls")
+    assert tls["projected"]["sources"] == [
+        {"secret": {"name": "kafka-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}
+    ]
+    assert all(c["kind"] != "KafkaTopic" for c in children(cluster))
+
+
+def test_headless_service_and_pdb(cluster: AgentMemoryCluster) -> None:
+    svc = shard_service(cluster, 2)
+    assert svc["spec"]["clusterIP"] == "None"
+    assert svc["spec"]["selector"]["agentmem.io/shard"] == "2"
+    assert svc["spec"]["ports"] == [
+        {"name": "http", "port": 7070, "targetPort": "http", "protocol": "TCP"}
+    ]
+    pdb = shard_pdb(cluster, 2)
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"]["agentmem.io/shard"] == "2"
+
+
+def test_client_and_router(cluster: AgentMemoryCluster) -> None:
+    client = client_service(cluster)
+    assert client["metadata"]["name"] == "demo"
+    assert "agentmem.io/shard" not in client["spec"]["selector"]
+    assert client["spec"]["selector"]["app.kubernetes.io/component"] == "memory-node"
+    deployment = router_deployment(cluster)
+    assert deployment["metadata"]["name"] == "demo-router"
+    assert deployment["spec"]["replicas"] == 2
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["router"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert router_service(cluster)["spec"]["selector"]["app.kubernetes.io/component"] == "router"
+
+
+def test_router_can_be_disabled(example: dict[str, Any]) -> None:
+    cluster = with_spec(example, router={"replicas": 0})
+    kinds = {(c["kind"], c["metadata"]["name"]) for c in children(cluster)}
+    assert ("Deployment", "demo-router") not in kinds
+
+
+def test_rbac_is_least_privilege(cluster: AgentMemoryCluster) -> None:
+    assert service_account(cluster)["metadata"]["name"] == "demo-node"
+    (rule,) = role(cluster)["rules"]
+    assert rule == {
+        "apiGroups": [""],
+        "resources": ["configmaps"],
+        "resourceNames": ["demo-directory"],
+        "verbs": ["get", "list", "watch"],
+    }
+    binding = role_binding(cluster)
+    assert binding["roleRef"]["name"] == "demo-node"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "demo-node", "namespace": "team-a"}
+    ]
+
+
+def test_network_policy_opens_only_http(cluster: AgentMemoryCluster) -> None:
+    spec = network_policy(cluster)["spec"]
+    assert spec["policyTypes"] == ["Ingress"]
+    assert spec["ingress"] == [{"ports": [{"protocol": "TCP", "port": "http"}]}]
+    assert spec["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == "demo"
+
+
+def test_directory_configmap_round_trips(cluster: AgentMemoryCluster) -> None:
+    directory = initial_directory(cluster)
+    cm = directory_configmap(cluster, directory)
+    assert cm["metadata"]["name"] == "demo-directory"
+    assert cm["metadata"]["annotations"] == {"agentmem.io/epoch": "1"}
+    assert directory_from_configmap(cm) == directory
+    assert directory.epoch == 1
+    assert len(directory.table) == 64 and set(directory.table) == {0, 1, 2}
+    assert [s.zone for s in directory.shards] == ["zone-a", "zone-b", "zone-c"]
+    assert directory.shards[0].endpoint == "demo-shard-0.team-a.svc:7070"
+
+
+@pytest.mark.parametrize("version", ["v1beta2", "v1"])
+def test_kafka_topic(example: dict[str, Any], version: str) -> None:
+    cluster = with_spec(
+        example,
+        eventLog={
+            "kafka": {
+                "bootstrapServers": "k:9092",
+                "strimzi": {"clusterName": "my-kafka", "apiVersion": version},
+                "config": {"auditWindowHours": 24, "extra": {"compression.type": "zstd"}},
+            }
+        },
+    )
+    topic = kafka_topic(cluster)
+    assert topic["apiVersion"] == f"kafka.strimzi.io/{version}"
+    assert topic["metadata"]["labels"]["strimzi.io/cluster"] == "my-kafka"
+    assert topic["metadata"]["name"] == "agentmem.default.demo.events"
+    assert topic["spec"]["partitions"] == 64
+    assert topic["spec"]["replicas"] == 3
+    assert "topicName" not in topic["spec"]
+    assert topic["spec"]["config"] == topic_config(cluster)
+    assert topic_config(cluster) == {
+        "cleanup.policy": "compact",
+        "min.compaction.lag.ms": str(24 * 3600 * 1000),
+        "segment.ms": str(24 * 3600 * 1000),
+        "max.message.bytes": "1048576",
+        "min.insync.replicas": "2",
+        "compression.type": "zstd",
+    }
+
+
+def test_topic_name_that_is_not_a_kubernetes_name(example: dict[str, Any]) -> None:
+    kafka = {
+        "bootstrapServers": "k:9092",
+        "topicName": "Agent_Events",
+        "strimzi": {"clusterName": "k"},
+    }
+    topic = kafka_topic(with_spec(example, eventLog={"kafka": kafka}))
+    assert topic["metadata"]["name"] == "agent-events"
+    assert topic["spec"]["topicName"] == "Agent_Events"
+
+
+def test_service_monitor(cluster: AgentMemoryCluster) -> None:
+    sm = service_monitor(cluster)
+    assert sm["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s"}]
+    selector = sm["spec"]["selector"]["matchLabels"]
+    scraped = [
+        c for c in children(cluster)
+        if c["kind"] == "Service" and selector.items() <= c["metadata"]["labels"].items()
+    ]  # fmt: skip
+    assert sorted(s["metadata"]["name"] for s in scraped) == ["demo", "demo-router"]
+
+
+def test_prometheus_rule_thresholds(example: dict[str, Any]) -> None:
+    cluster = with_spec(example, monitoring={"thresholds": {"readLatencyP99Ms": 200}})
+    rules = {r["alert"]: r for r in prometheus_rule(cluster)["spec"]["groups"][0]["rules"]}
+    assert set(rules) == {
+        "AgentMemReadLatencyHigh",
+        "AgentMemCacheMissRatioHigh",
+        "AgentMemEventLagHigh",
+        "AgentMemRedisMemoryHigh",
+    }
+    assert rules["AgentMemReadLatencyHigh"]["expr"].endswith("> 0.2")
+    assert rules["AgentMemReadLatencyHigh"]["for"] == "5m"
+    assert "memory_node_read_latency_seconds_bucket" in rules["AgentMemReadLatencyHigh"]["expr"]
+    assert rules["AgentMemCacheMissRatioHigh"]["expr"].endswith("> 0.05")
+    assert rules["AgentMemEventLagHigh"]["expr"].endswith("> 0.05")
+    assert rules["AgentMemRedisMemoryHigh"]["expr"].endswith("> 0.85")
+
+
+def test_monitoring_objects_follow_the_api_and_the_spec(example: dict[str, Any]) -> None:
+    cluster = AgentMemoryCluster.from_api(example)
+    kinds = [c["kind"] for c in children(cluster)]
+    assert "ServiceMonitor" in kinds and "PrometheusRule" in kinds
+    kinds = [c["kind"] for c in children(cluster, monitoring_api=False)]
+    assert "ServiceMonitor" not in kinds and "PrometheusRule" not in kinds
+    off = with_spec(example, monitoring={"prometheusRule": {"enabled": False}})
+    assert "PrometheusRule" not in [c["kind"] for c in children(off)]
+
+
+def test_children_for_explicit_shards(cluster: AgentMemoryCluster) -> None:
+    names = [
+        c["metadata"]["name"]
+        for c in children(cluster, shards={0, 4})
+        if c["kind"] == "StatefulSet"
+    ]
+    assert names == ["demo-shard-0", "demo-shard-4"]
+
+
+def test_redis_maxmemory_parses_quantities(example: dict[str, Any]) -> None:
+    assert redis_maxmemory(with_spec(example, cache={"memoryLimit": "512Mi"})) == 402653184
+    assert redis_maxmemory(with_spec(example, cache={"memoryLimit": "1G"})) == 750_000_000
