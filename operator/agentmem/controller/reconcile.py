@@ -229,6 +229,7 @@ class Reconciler:
     ) -> tuple[RebalanceStatus | None, Directory]:
         """Advance the plan as far as it can go now; checkpoint after every transition."""
         entries = shard_entries(cluster, rb.shards_during(reb))
+        interval = cluster.spec.rebalance.step_interval_seconds
         while True:
             if reb.phase == "AwaitingApproval":
                 approved = cluster.metadata.annotations.get(naming.APPROVE_ANNOTATION)
@@ -252,6 +253,9 @@ class Reconciler:
                     reb = rb.committed(reb, step, self.clock())
                     self._checkpoint(body, reb)
                     continue
+                if step > 0 and _seconds_since(reb.step_started_at) < interval:
+                    seen.waiting.append(f"step {step + 1} of {reb.steps} starts after {interval}s")
+                    return reb, directory
                 pending = directory.with_pending(epoch, moves).with_shards(entries)
                 if pending != directory:
                     directory = pending
@@ -357,13 +361,8 @@ class Reconciler:
         targets: list[int],
         seen: Observation,
     ) -> None:
-        started = reb.step_started_at
         limit = cluster.spec.rebalance.warmup_timeout_seconds
-        if started is None:
-            return
-        elapsed = (
-            datetime.now(UTC) - datetime.fromisoformat(started.replace("Z", "+00:00"))
-        ).total_seconds()
+        elapsed = _seconds_since(reb.step_started_at)
         if elapsed > limit:
             seen.degraded.append(
                 (
@@ -514,6 +513,13 @@ class Reconciler:
         )
         status = cluster.status.model_copy(update={"conditions": conds, "phase": "Paused"})
         self._patch(body, status, transitions=_transitions(cluster.status, status))
+
+
+def _seconds_since(timestamp: str | None) -> float:
+    if timestamp is None:
+        return 0.0
+    then = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    return (datetime.now(UTC) - then).total_seconds()
 
 
 def _transitions(old: AgentMemoryClusterStatus, new: AgentMemoryClusterStatus) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 
@@ -13,10 +12,6 @@ def run(namespaces: Sequence[str], liveness: str, metrics_port: int, verbose: bo
     from agentmem.controller import handlers
     from agentmem.controller.settings import Settings
 
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     handlers.configure(Settings.from_env(tuple(namespaces)))
     if metrics_port:
         start_http_server(metrics_port)

@@ -344,6 +344,15 @@ class Rebalance(Model):
     max_concurrent_moves: int = Field(
         8, ge=1, le=4096, description="Partitions warmed up and committed in one step."
     )
+    step_interval_seconds: int = Field(
+        0,
+        ge=0,
+        le=3600,
+        description=(
+            "Pause after each committed step before the next one starts, so clients and "
+            "routers pick up every epoch before partitions move again."
+        ),
+    )
     warmup_timeout_seconds: int = Field(
         600,
         ge=10,
