@@ -29,7 +29,10 @@ lint: $(STAMP) ## ruff (lint and format check), mypy strict, import-linter layer
 unit: $(STAMP) ## The unit tier only (no servers)
 	$(BIN)/pytest tests/unit
 
-test: lint ## Everything: lint, types, layers and every test tier
+testenv: ## Build the test control plane's binaries (once per version, cached in ~/.cache)
+	bash testenv/build.sh
+
+test: lint testenv ## Everything: lint, types, layers and every test tier (starts its servers)
 	$(BIN)/pytest
 
 bench: $(STAMP) ## Run the benchmarks (each prints a JSON line at the end)
@@ -38,4 +41,4 @@ bench: $(STAMP) ## Run the benchmarks (each prints a JSON line at the end)
 manifests: $(STAMP) ## Regenerate crds/ from the typed model
 	$(BIN)/agentmem crd > crds/agentmem.io_agentmemoryclusters.yaml
 
-.PHONY: help install lint unit test bench manifests
+.PHONY: help install lint unit testenv test bench manifests

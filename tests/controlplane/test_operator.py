@@ -1,0 +1,400 @@
+"""The operator against a real API server, controller manager, scheduler and kwok nodes."""
+
+from __future__ import annotations
+
+import copy
+import json
+import signal
+import time
+from typing import Any
+
+import pytest
+
+from agentmem.directory import Directory, ShardSlot, assign
+from agentmem.model import naming
+from tests.conftest import EXAMPLES, load_yaml
+from tests.controlplane.conftest import ControlPlane, Kubectl, Operator, wait_until
+from tests.unit.test_crd import merge
+
+EXAMPLE = load_yaml(EXAMPLES / "basic" / "cluster.yaml")[0]
+ZONES = ["zone-a", "zone-b", "zone-c"]
+
+
+def cluster(name: str = "demo", **spec: Any) -> dict[str, Any]:
+    doc = copy.deepcopy(EXAMPLE)
+    doc["metadata"]["name"] = name
+    return merge(doc, {"spec": spec}) if spec else doc
+
+
+def ready_cluster(kubectl: Kubectl, ns: str, name: str = "demo") -> dict[str, Any] | None:
+    obj = kubectl.get("amc", name, ns)
+    if obj is None:
+        return None
+    generation = obj["metadata"]["generation"]
+    status = obj.get("status") or {}
+    for c in status.get("conditions", []):
+        if (
+            c["type"] == "Ready"
+            and c["status"] == "True"
+            and c["observedGeneration"] == generation == status["observedGeneration"]
+        ):
+            return obj
+    return None
+
+
+def wait_ready(kubectl: Kubectl, ns: str, name: str = "demo", timeout: float = 120) -> Any:
+    return wait_until(f"{name} Ready", lambda: ready_cluster(kubectl, ns, name), timeout)
+
+
+def directory(kubectl: Kubectl, ns: str, name: str = "demo") -> Directory | None:
+    cm = kubectl.get("configmap", naming.directory_name(name), ns)
+    return None if cm is None else Directory.from_json(cm["data"]["directory.json"])
+
+
+def scale(kubectl: Kubectl, ns: str, shards: int, name: str = "demo") -> None:
+    kubectl.run("scale", f"amc/{name}", f"--replicas={shards}", "-n", ns)
+
+
+# 4.1 ------------------------------------------------------------------------
+
+
+def test_crd_installs_and_explains_its_fields(controlplane: ControlPlane) -> None:
+    crd = controlplane.kubectl.json("get", "crd", "agentmemoryclusters.agentmem.io")
+    assert crd["spec"]["names"]["shortNames"] == ["amc"]
+    explained = controlplane.kubectl.run("explain", "agentmemoryclusters.spec").stdout
+    for field in ("shards", "replicasPerShard", "partitions", "eventLog", "placement", "rebalance"):
+        assert field in explained
+    assert "Number of shards. Changing it rebalances partitions" in explained
+    deep = controlplane.kubectl.run(
+        "explain", "agentmemoryclusters.spec.eventLog.kafka.topicManagement"
+    ).stdout
+    assert "strimzi" in deep and "direct" in deep and "external" in deep
+
+
+# 4.2 ------------------------------------------------------------------------
+
+
+def kafka(**fields: Any) -> dict[str, Any]:
+    """A patch that replaces spec.eventLog.kafka (direct topic management, plus fields)."""
+    return {"spec": {"eventLog": {"kafka": {"bootstrapServers": "k:9092", **fields}}}}
+
+
+INVALID: list[tuple[str, dict[str, Any], str]] = [
+    ("negative shards", {"spec": {"shards": -1}}, "spec.shards"),
+    ("zero replicas", {"spec": {"replicasPerShard": 0}}, "spec.replicasPerShard"),
+    ("shards above partitions", {"spec": {"shards": 65}}, "spec.shards must not exceed"),
+    ("too many partitions", {"spec": {"partitions": 5000}}, "spec.partitions"),
+    ("unknown consistency", {"spec": {"consistency": "linearizable"}}, "spec.consistency"),
+    ("overlong name", {"metadata": {"name": "a" * 43}}, "metadata.name must be at most 42"),
+    ("name not a DNS label", {"metadata": {"name": "9lives"}}, "metadata.name must be a DNS-1035"),
+    (
+        "strimzi without a cluster name",
+        kafka(),
+        "spec.eventLog.kafka.strimzi.clusterName is required",
+    ),
+    ("bad topic management", kafka(topicManagement="x"), "spec.eventLog.kafka.topicManagement"),
+    ("bad quantity", {"spec": {"cache": {"memoryLimit": "lots"}}}, "spec.cache.memoryLimit"),
+    ("duplicate zones", {"spec": {"placement": {"zones": ["a", "a"]}}}, "zones must be unique"),
+    (
+        "audit window out of range",
+        kafka(topicManagement="direct", config={"auditWindowHours": 0}),
+        "spec.eventLog.kafka.config.auditWindowHours",
+    ),
+    (
+        "compaction turned off",
+        kafka(topicManagement="direct", config={"extra": {"cleanup.policy": "delete"}}),
+        "must not set cleanup.policy",
+    ),
+    (
+        "min ISR above replicas",
+        kafka(topicManagement="direct", replicas=1),
+        "minInSyncReplicas must not exceed",
+    ),
+    ("unknown field", {"spec": {"shardz": 3}}, ".spec.shardz: field not declared in schema"),
+]
+
+
+@pytest.mark.parametrize(("case", "patch", "message"), INVALID, ids=[c[0] for c in INVALID])
+def test_invalid_resources_are_rejected_naming_the_field(
+    controlplane: ControlPlane, namespace: str, case: str, patch: dict[str, Any], message: str
+) -> None:
+    doc = merge(cluster(), patch)
+    result = controlplane.kubectl.run(
+        "apply", "--server-side", "-n", namespace, "-f", "-",
+        stdin=json.dumps(doc), check=False,
+    )  # fmt: skip
+    assert result.returncode != 0, f"{case} was accepted"
+    assert message in result.stderr, result.stderr
+
+
+def test_partitions_are_immutable(controlplane: ControlPlane, namespace: str) -> None:
+    kubectl = controlplane.kubectl
+    kubectl.apply(cluster(), namespace)
+    result = kubectl.run(
+        "patch", "amc", "demo", "-n", namespace, "--type=merge",
+        "-p", '{"spec": {"partitions": 128}}', check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "spec.partitions is immutable" in result.stderr
+
+
+# 4.3 ------------------------------------------------------------------------
+
+
+def test_example_cluster_becomes_ready(controlplane: ControlPlane, operator: Operator) -> None:
+    kubectl, ns = controlplane.kubectl, operator.namespace
+    started = time.monotonic()
+    kubectl.apply(cluster(), ns)
+    obj = wait_ready(kubectl, ns)
+    print(f"apply -> Ready=True in {time.monotonic() - started:.1f}s")
+    uid = obj["metadata"]["uid"]
+    status = obj["status"]
+    assert status["phase"] == "Ready"
+    assert status["readyShards"] == status["shards"] == 3
+    assert status["directoryEpoch"] == 1
+
+    expected = {
+        ("ServiceAccount", "demo-node"), ("Role", "demo-node"), ("RoleBinding", "demo-node"),
+        ("ConfigMap", "demo-directory"), ("KafkaTopic", "agentmem." + ns + ".demo.events"),
+        ("Service", "demo"), ("Service", "demo-router"), ("Deployment", "demo-router"),
+        ("NetworkPolicy", "demo-node"),
+    } | {(k, f"demo-shard-{i}") for i in range(3)
+         for k in ("StatefulSet", "Service", "PodDisruptionBudget")}  # fmt: skip
+    for kind, name in expected:
+        child = kubectl.get(kind.lower(), name, ns)
+        assert child is not None, f"{kind} {name} missing"
+        refs = child["metadata"]["ownerReferences"]
+        assert [(r["kind"], r["uid"], r["controller"]) for r in refs] == [
+            ("AgentMemoryCluster", uid, True)
+        ], f"{kind} {name}"
+        labels = child["metadata"]["labels"]
+        assert labels["app.kubernetes.io/instance"] == "demo"
+        assert labels["app.kubernetes.io/managed-by"] == "agentmem-operator"
+        assert labels["app.kubernetes.io/part-of"] == "agentmem"
+    # No monitoring.coreos.com API here: no ServiceMonitor was attempted.
+    assert kubectl.run("get", "servicemonitors", "-n", ns, check=False).returncode != 0
+
+    nodes = {n["metadata"]["name"]: n for n in kubectl.items("nodes", "")}
+    for shard in range(3):
+        pods = kubectl.items("pods", ns, f"agentmem.io/shard={shard}")
+        assert len(pods) == 2
+        zones = set()
+        for pod in pods:
+            assert pod["status"]["phase"] == "Running"
+            ready = [c for c in pod["status"]["conditions"] if c["type"] == "Ready"]
+            assert ready and ready[0]["status"] == "True"
+            node = nodes[pod["spec"]["nodeName"]]
+            assert node["metadata"]["annotations"].get("kwok.x-k8s.io/node") == "fake"
+            zones.add(node["metadata"]["labels"]["topology.kubernetes.io/zone"])
+        assert len(zones) == 2, f"shard {shard} replicas share a zone: {zones}"
+
+    d = directory(kubectl, ns)
+    assert d is not None and d.epoch == 1
+    assert sorted(set(d.table)) == [0, 1, 2] and len(d.table) == 64
+
+
+# 4.4 ------------------------------------------------------------------------
+
+
+def test_scale_out_then_in_follows_the_plan(controlplane: ControlPlane, operator: Operator) -> None:
+    kubectl, ns = controlplane.kubectl, operator.namespace
+    kubectl.apply(cluster(rebalance={"maxConcurrentMoves": 8}), ns)
+    wait_ready(kubectl, ns)
+    before = directory(kubectl, ns)
+    assert before is not None
+
+    scale(kubectl, ns, 5)
+    epochs: set[int] = set()
+    plan: dict[str, Any] = {}
+
+    def settled() -> Any:
+        d = directory(kubectl, ns)
+        if d is not None:
+            epochs.add(d.epoch)
+        obj = kubectl.get("amc", "demo", ns) or {}
+        if (obj.get("status") or {}).get("rebalance"):
+            plan.update(obj["status"]["rebalance"])
+        return ready_cluster(kubectl, ns) if d is not None and d.epoch > 1 else None
+
+    obj = wait_until("5 shards Ready", settled, timeout=180)
+    after = directory(kubectl, ns)
+    assert after is not None
+    slots = [ShardSlot(i, ZONES[i % 3]) for i in range(5)]
+    assert after.table == assign(64, slots, before.table)
+    moves = sum(1 for a, b in zip(before.table, after.table, strict=True) if a != b)
+    steps = -(-moves // 8)
+    assert after.epoch == 1 + steps
+    assert plan and plan["steps"] == steps and len(plan["moves"]) == moves
+    assert obj["status"]["readyShards"] == 5
+    assert (
+        f"3 -> 5 shards: {moves} partitions moved in {steps} steps"
+        in obj["status"]["lastRebalance"]
+    )
+    for shard in (3, 4):
+        assert kubectl.get("statefulset", f"demo-shard-{shard}", ns) is not None
+
+    # 5 -> 2: a leaving shard's StatefulSet goes only once no partition is assigned to it.
+    scale(kubectl, ns, 2)
+    violations: list[str] = []
+
+    def retired() -> bool:
+        sets = {s["metadata"]["name"] for s in kubectl.items("statefulsets", ns)}
+        d = directory(kubectl, ns)  # read after the StatefulSets
+        assert d is not None
+        for shard in (2, 3, 4):
+            if f"demo-shard-{shard}" not in sets and shard in d.table:
+                violations.append(f"shard {shard} deleted while epoch {d.epoch} assigns it")
+        return not ({f"demo-shard-{s}" for s in (2, 3, 4)} & sets) and bool(
+            ready_cluster(kubectl, ns)
+        )
+
+    wait_until("2 shards", retired, timeout=180)
+    assert not violations
+    final = directory(kubectl, ns)
+    assert final is not None and set(final.table) == {0, 1}
+    assert [s.id for s in final.shards] == [0, 1]
+
+
+# 4.5 ------------------------------------------------------------------------
+
+
+def test_operator_killed_mid_rebalance_finishes_the_same_plan(
+    controlplane: ControlPlane, operator: Operator
+) -> None:
+    kubectl, ns = controlplane.kubectl, operator.namespace
+    kubectl.apply(cluster(rebalance={"maxConcurrentMoves": 3, "stepIntervalSeconds": 1}), ns)
+    wait_ready(kubectl, ns)
+    before = directory(kubectl, ns)
+    assert before is not None
+    scale(kubectl, ns, 5)
+
+    def mid_plan() -> Any:
+        obj = kubectl.get("amc", "demo", ns) or {}
+        reb = (obj.get("status") or {}).get("rebalance")
+        return reb if reb and 2 <= reb.get("currentStep", 0) < reb["steps"] - 2 else None
+
+    reb = wait_until("the rebalance to be under way", mid_plan, timeout=180, interval=0.1)
+    operator.kill(signal.SIGKILL)
+    killed_at = directory(kubectl, ns)
+    assert killed_at is not None and 1 < killed_at.epoch < 1 + reb["steps"]
+    operator.start()
+    wait_until(
+        "the plan to finish",
+        lambda: (
+            (d := directory(kubectl, ns)) is not None
+            and d.epoch == 1 + reb["steps"]
+            and ready_cluster(kubectl, ns)
+        ),
+        timeout=180,
+    )
+    final = directory(kubectl, ns)
+    assert final is not None
+    uninterrupted = assign(64, [ShardSlot(i, ZONES[i % 3]) for i in range(5)], before.table)
+    assert final.table == uninterrupted
+    assert final.epoch == 1 + reb["steps"]  # every step committed exactly once
+    events = kubectl.items("events", ns)
+    committed = [e["message"].split(":")[0] for e in events if e.get("reason") == "EpochCommitted"]
+    assert sorted(committed) == sorted(set(committed)), "an epoch was committed twice"
+
+
+# 4.6 ------------------------------------------------------------------------
+
+
+def test_deletion_is_garbage_collected_without_the_operator(
+    controlplane: ControlPlane, operator: Operator
+) -> None:
+    kubectl, ns = controlplane.kubectl, operator.namespace
+    kubectl.apply(cluster(), ns)
+    obj = wait_ready(kubectl, ns)
+    assert not obj["metadata"].get("finalizers")
+    operator.stop()
+    kubectl.run("delete", "amc", "demo", "-n", ns, "--timeout=30s")
+
+    def gone() -> bool:
+        kinds = "statefulsets,services,configmaps,deployments,poddisruptionbudgets,kafkatopics"
+        return not kubectl.items(
+            f"{kinds},roles,rolebindings,networkpolicies", ns, "agentmem.io/cluster=demo"
+        )
+
+    wait_until("every child to be garbage-collected", gone, timeout=120)
+
+
+# 4.7 ------------------------------------------------------------------------
+
+
+def test_paused_annotation_stops_and_resumes(
+    controlplane: ControlPlane, operator: Operator
+) -> None:
+    kubectl, ns = controlplane.kubectl, operator.namespace
+    kubectl.apply(cluster(), ns)
+    wait_ready(kubectl, ns)
+    kubectl.run("annotate", "amc", "demo", "-n", ns, f"{naming.PAUSED_ANNOTATION}=true")
+    wait_until(
+        "phase Paused",
+        lambda: (kubectl.get("amc", "demo", ns) or {})["status"]["phase"] == "Paused",
+    )
+    kubectl.run("delete", "service", "demo-router", "-n", ns)
+    scale(kubectl, ns, 4)
+    time.sleep(5)  # several resync periods
+    assert kubectl.get("service", "demo-router", ns) is None
+    assert kubectl.get("statefulset", "demo-shard-3", ns) is None
+    kubectl.run("annotate", "amc", "demo", "-n", ns, f"{naming.PAUSED_ANNOTATION}-")
+    wait_until("the router Service back", lambda: kubectl.get("service", "demo-router", ns))
+    wait_until("shard 3", lambda: kubectl.get("statefulset", "demo-shard-3", ns))
+    obj = wait_ready(kubectl, ns)
+    assert obj["status"]["readyShards"] == 4
+
+
+# 4.8 ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "namespace",
+    [
+        {
+            "pod-security.kubernetes.io/enforce": "restricted",
+            "pod-security.kubernetes.io/enforce-version": "latest",
+        }
+    ],
+    indirect=True,
+)
+def test_restricted_namespace_admits_the_pods(
+    controlplane: ControlPlane, operator: Operator
+) -> None:
+    kubectl, ns = controlplane.kubectl, operator.namespace
+    labels = kubectl.json("get", "namespace", ns)["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    kubectl.apply(cluster(), ns)
+    wait_ready(kubectl, ns)
+    pods = kubectl.items("pods", ns, "app.kubernetes.io/instance=demo")
+    assert len(pods) == 3 * 2 + 2  # shard replicas and routers
+    warnings = [
+        e for e in kubectl.items("events", ns)
+        if "violates PodSecurity" in e.get("message", "")
+    ]  # fmt: skip
+    assert not warnings
+
+
+# 4.9 ------------------------------------------------------------------------
+
+
+def test_hand_edits_are_restored_and_foreign_fields_kept(
+    controlplane: ControlPlane, operator: Operator
+) -> None:
+    kubectl, ns = controlplane.kubectl, operator.namespace
+    kubectl.apply(cluster(), ns)
+    wait_ready(kubectl, ns)
+    kubectl.run(
+        "patch", "pdb", "demo-shard-0", "-n", ns, "--type=merge",
+        "-p", '{"spec": {"maxUnavailable": 2}}',
+    )  # fmt: skip
+    kubectl.run("annotate", "service", "demo", "-n", ns, "team.example.com/owner=ml-platform")
+    wait_until(
+        "maxUnavailable restored",
+        lambda: (kubectl.get("pdb", "demo-shard-0", ns) or {})["spec"]["maxUnavailable"] == 1,
+    )
+    time.sleep(3)  # more reconciles
+    svc = kubectl.json("get", "service", "demo", "-n", ns, "--show-managed-fields")
+    assert svc["metadata"]["annotations"]["team.example.com/owner"] == "ml-platform"
+    managers = {m["manager"] for m in svc["metadata"]["managedFields"]}
+    assert "agentmem-operator" in managers
