@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -65,6 +66,34 @@ def operator(args: argparse.Namespace) -> int:
     )
 
 
+def node(args: argparse.Namespace) -> int:
+    """Run a memory node until SIGTERM."""
+    from agentmem.node.main import NodeOptions, run
+
+    if args.partitions is None:
+        print("agentmem node: set --partitions or AGENTMEM_PARTITIONS", file=sys.stderr)
+        return 2
+    return run(
+        NodeOptions(
+            listen=args.listen,
+            log=args.log,
+            state=args.state,
+            topic=args.topic,
+            partitions=args.partitions,
+            shard=args.shard,
+            cluster=args.cluster,
+            directory_file=args.directory_file,
+            max_value_bytes=args.max_value_bytes,
+            consistency=args.consistency,
+        )
+    )
+
+
+def _env_int(name: str) -> int | None:
+    raw = os.environ.get(name)
+    return int(raw) if raw and raw.isdigit() else None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agentmem",
@@ -107,6 +136,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log every handler step")
     p.set_defaults(func=operator)
+
+    env = os.environ.get
+    p = sub.add_parser(
+        "node",
+        help="run a memory node (settings default to the AGENTMEM_* variables the operator sets)",
+    )
+    p.add_argument("--listen", default=env("AGENTMEM_LISTEN", "0.0.0.0:7070"), help="host:port")
+    p.add_argument(
+        "--log",
+        default=env("AGENTMEM_LOG", "kafka"),
+        help="event log: kafka (AGENTMEM_KAFKA_* settings) or sqlite:PATH (embedded)",
+    )
+    p.add_argument(
+        "--state",
+        default=env("AGENTMEM_REDIS_URL", "memory"),
+        help="state store: a redis:// URL or memory (embedded)",
+    )
+    p.add_argument("--topic", default=env("AGENTMEM_TOPIC", ""), help="the event topic")
+    p.add_argument(
+        "--partitions", type=int, default=_env_int("AGENTMEM_PARTITIONS"), help="the cluster's P"
+    )
+    p.add_argument("--shard", type=int, default=_env_int("AGENTMEM_SHARD") or 0)
+    p.add_argument("--cluster", default=env("AGENTMEM_CLUSTER", "agentmem"))
+    p.add_argument(
+        "--directory-file",
+        default=env("AGENTMEM_DIRECTORY_FILE"),
+        help="the directory JSON to follow; without it this node serves every partition",
+    )
+    p.add_argument(
+        "--max-value-bytes",
+        type=int,
+        default=_env_int("AGENTMEM_MAX_VALUE_BYTES") or 1024 * 1024,
+        help="largest request body accepted",
+    )
+    p.add_argument(
+        "--consistency",
+        choices=["eventual", "session", "strong"],
+        default=env("AGENTMEM_CONSISTENCY", "session"),
+        help="read consistency when a request names none",
+    )
+    p.set_defaults(func=node)
     return parser
 
 

@@ -266,6 +266,7 @@ def test_kafka_topic(example: dict[str, Any], version: str) -> None:
     assert topic["spec"]["config"] == topic_config(cluster)
     assert topic_config(cluster) == {
         "cleanup.policy": "compact",
+        "message.timestamp.type": "LogAppendTime",
         "min.compaction.lag.ms": str(24 * 3600 * 1000),
         "segment.ms": str(24 * 3600 * 1000),
         "max.message.bytes": "1048576",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from agentmem.eventlog.config import FIXED_TOPIC_CONFIG
 from agentmem.model import AgentMemoryCluster, naming
 from agentmem.resources._meta import metadata
 
@@ -14,13 +15,14 @@ def topic_config(cluster: AgentMemoryCluster) -> dict[str, str]:
     """Kafka configuration of the event topic, for Strimzi and the admin API alike.
 
     Always compacted: the newest event per key stays forever, the full history
-    for the audit window (``min.compaction.lag.ms``).
+    for the audit window (``min.compaction.lag.ms``); timestamps are the
+    broker's append time (see :data:`FIXED_TOPIC_CONFIG`).
     """
     kafka = cluster.spec.event_log.kafka
     config = kafka.config
     return {
         **config.extra,
-        "cleanup.policy": "compact",
+        **FIXED_TOPIC_CONFIG,
         "min.compaction.lag.ms": str(config.audit_window_hours * _HOUR_MS),
         "segment.ms": str(config.segment_hours * _HOUR_MS),
         "max.message.bytes": str(config.max_message_bytes),

@@ -1,0 +1,95 @@
+"""Events: one per write, appended to the partition of the agent's routing key.
+
+An event carries everything its apply needs, so every replica reaches the same
+state: the operation, the whole new value (a merge patch is resolved by the
+accepting node into the full value, checked with compare-and-set, so the
+newest event of a key alone rebuilds it after compaction), the expected
+version, the absolute expiry, the request id, actor, time and schema version.
+
+The value travels as JSON text and is stored verbatim, so numbers keep their
+exact form and reads return the bytes that were written.
+
+Encoding (JSON object, ``v`` = 1)::
+
+    {"v": 1, "op": "put" | "merge" | "delete",
+     "tenant": "acme", "agent": "a-1", "key": "plan",
+     "value": "<JSON text>" | null,
+     "expect": null | "absent" | <offset of the key's current version>,
+     "expires_at": <unix ms> | null, "rid": "<request id>", "actor": "...", "ts": <unix ms>}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+SCHEMA_VERSION: Final = 1
+
+Op = Literal["put", "merge", "delete"]
+Expect = None | Literal["absent"] | int
+
+
+class EventDecodeError(ValueError):
+    """An event that cannot be decoded (it is skipped and counted, never applied)."""
+
+
+@dataclass(frozen=True)
+class Event:
+    op: Op
+    tenant: str
+    agent: str
+    key: str
+    value: str | None
+    expect: Expect
+    expires_at: int | None
+    rid: str
+    actor: str
+    ts: int
+
+    @property
+    def path(self) -> str:
+        return f"{self.tenant}/{self.agent}/{self.key}"
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {
+                "v": SCHEMA_VERSION,
+                "op": self.op,
+                "tenant": self.tenant,
+                "agent": self.agent,
+                "key": self.key,
+                "value": self.value,
+                "expect": self.expect,
+                "expires_at": self.expires_at,
+                "rid": self.rid,
+                "actor": self.actor,
+                "ts": self.ts,
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Event:
+        try:
+            data: dict[str, Any] = json.loads(payload)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise EventDecodeError(f"not JSON: {exc}") from None
+        if not isinstance(data, dict) or data.get("v") != SCHEMA_VERSION:
+            version = data.get("v") if isinstance(data, dict) else None
+            raise EventDecodeError(f"unknown event schema version {version!r}")
+        try:
+            return cls(
+                op=data["op"],
+                tenant=data["tenant"],
+                agent=data["agent"],
+                key=data["key"],
+                value=data["value"],
+                expect=data["expect"],
+                expires_at=data["expires_at"],
+                rid=data["rid"],
+                actor=data["actor"],
+                ts=data["ts"],
+            )
+        except KeyError as exc:
+            raise EventDecodeError(f"missing field {exc}") from None
