@@ -89,6 +89,20 @@ def node(args: argparse.Namespace) -> int:
     )
 
 
+def router(args: argparse.Namespace) -> int:
+    """Run a router until SIGTERM."""
+    from agentmem.router.proxy import RouterConfig, run
+
+    if not args.directory_file:
+        print(
+            "agentmem router: set --directory-file or AGENTMEM_DIRECTORY_FILE (the directory "
+            "ConfigMap's directory.json)",
+            file=sys.stderr,
+        )
+        return 2
+    return run(RouterConfig(directory_file=args.directory_file, listen=args.listen))
+
+
 def _env_int(name: str) -> int | None:
     raw = os.environ.get(name)
     return int(raw) if raw and raw.isdigit() else None
@@ -177,6 +191,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="read consistency when a request names none",
     )
     p.set_defaults(func=node)
+
+    p = sub.add_parser("router", help="run a router that sends each agent's requests to its shard")
+    p.add_argument("--listen", default=env("AGENTMEM_LISTEN", "0.0.0.0:7070"), help="host:port")
+    p.add_argument(
+        "--directory-file",
+        default=env("AGENTMEM_DIRECTORY_FILE"),
+        help="the directory JSON to follow",
+    )
+    p.set_defaults(func=router)
     return parser
 
 

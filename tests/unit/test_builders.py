@@ -106,6 +106,15 @@ def test_statefulset(cluster: AgentMemoryCluster) -> None:
     assert env["AGENTMEM_REDIS_URL"] == "redis://127.0.0.1:6379/0"
     assert env["AGENTMEM_TOPIC"] == "agentmem.team-a.demo.events"
     assert env["AGENTMEM_KAFKA_SECURITY_PROTOCOL"] == "PLAINTEXT"
+    # the node follows the directory through the mounted ConfigMap (no API access)
+    assert env["AGENTMEM_DIRECTORY_FILE"] == "/etc/agentmem/directory/directory.json"
+    assert {"name": "directory", "mountPath": "/etc/agentmem/directory", "readOnly": True} in (
+        node["volumeMounts"]
+    )
+    assert {
+        "name": "directory",
+        "configMap": {"name": "demo-directory", "defaultMode": 0o444},
+    } in pod["volumes"]
     zone_spread, host_spread = pod["topologySpreadConstraints"]
     assert zone_spread["topologyKey"] == "topology.kubernetes.io/zone"
     assert zone_spread["whenUnsatisfiable"] == "DoNotSchedule"

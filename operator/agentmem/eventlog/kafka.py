@@ -9,11 +9,16 @@ never used: the partition of every key depends on it.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    NewTopic,
+    OffsetSpec,
+)
 
 from agentmem.eventlog.config import FIXED_TOPIC_CONFIG
 
@@ -95,6 +100,27 @@ def describe_topic(admin: AdminClient, name: str, timeout: float = 10) -> int | 
     return len(topic.partitions)
 
 
+def _wait_for_leaders(admin: AdminClient, name: str, timeout: float) -> None:
+    """A new topic is usable once every partition's leader answers offset requests."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        topic = admin.list_topics(topic=name, timeout=timeout).topics.get(name)
+        if topic is not None and topic.partitions:
+            request = {
+                TopicPartition(name, p): OffsetSpec.latest()  # type: ignore[no-untyped-call]
+                for p in topic.partitions
+            }
+            try:
+                for future in admin.list_offsets(request, request_timeout=timeout).values():
+                    future.result(timeout)
+            except KafkaException:
+                pass
+            else:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"topic {name} has partitions without a leader after {timeout}s")
+
+
 def ensure_topic(
     settings: KafkaSettings, spec: TopicSpec, create: bool = True, timeout: float = 30
 ) -> str:
@@ -122,6 +148,7 @@ def ensure_topic(
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
         else:
+            _wait_for_leaders(admin, spec.name, timeout)
             return "created"
         partitions = describe_topic(admin, spec.name, timeout)
     if partitions != spec.partitions:

@@ -34,8 +34,12 @@ class NodeMetrics:
         self.write_latency = histogram(
             naming.METRIC_WRITE_LATENCY, "Time from a write's arrival to its applied outcome."
         )
-        self.hits = counter(naming.METRIC_CACHE_HITS, "Reads that found the key.")
-        self.misses = counter(naming.METRIC_CACHE_MISSES, "Reads that found no key.")
+        self.hits = counter(
+            naming.METRIC_CACHE_HITS, "Key lookups served from the node's record cache."
+        )
+        self.misses = counter(
+            naming.METRIC_CACHE_MISSES, "Key lookups that had to read the state store."
+        )
         self.event_lag_seconds = gauge(
             naming.METRIC_EVENT_LAG_SECONDS,
             "Age of the newest applied event while behind the log end (0 when caught up).",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from agentmem import __version__
-from agentmem.node.validation import MAX_ID_LENGTH, MAX_KEY_LENGTH
+from agentmem.directory.names import MAX_ID_LENGTH, MAX_KEY_LENGTH
 
 _ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 _KEY_PATTERN = "^[A-Za-z0-9._:=@+-]+(/[A-Za-z0-9._:=@+-]+)*$"

@@ -24,6 +24,7 @@ class LogRecord:
     offset: int
     timestamp: int  # log append time, unix ms
     payload: bytes
+    key: bytes = b""  # the event's path, tenant/agent/key
 
 
 class LogUnavailableError(RuntimeError):

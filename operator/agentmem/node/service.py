@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agentmem.directory import Directory, DirectoryError, partition_for
+from agentmem.directory.names import Address
 from agentmem.node.apply import MemoryState, Outcome, Record, merge_patch
 from agentmem.node.events import Event, EventDecodeError, Expect
 from agentmem.node.metrics import NodeMetrics
@@ -40,7 +41,6 @@ from agentmem.node.ports import (
     StoreFullError,
     StoreResetError,
 )
-from agentmem.node.validation import Address
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,7 @@ class NodeConfig:
     topic: str = ""
     directory_file: str | None = None
     max_value_bytes: int = 1024 * 1024
+    cache_entries: int = 100_000
     wait_timeout: float = 10.0
     memory_admission: float = 0.95
     node_name: str = field(default_factory=lambda: os.environ.get("HOSTNAME", "node"))
@@ -160,10 +161,16 @@ class Node:
         self._applied_waiters: dict[int, list[tuple[int, asyncio.Future[None]]]] = defaultdict(list)
         self._watchers: dict[str, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
         self._applier: _Applier | None = None
+        self._sampler: _Sampler | None = None
         self._directory_task: asyncio.Task[None] | None = None
         self._directory_mtime = 0.0
         self._closing = False
         self.fatal: str | None = None
+        # Records (or their absence) read from the store, kept coherent by the
+        # applier: it is the store's only writer and drops the paths it changes.
+        self._cache: dict[str, Record | None] = {}
+        self._inflight: dict[str, int] = {}
+        self._dirty: set[str] = set()
 
     # Lifecycle ---------------------------------------------------------------
 
@@ -181,6 +188,8 @@ class Node:
         self.applied = await asyncio.to_thread(self.store.applied_offsets, consumed)
         self._applier = _Applier(self, consumed)
         self._applier.start()
+        self._sampler = _Sampler(self, self._applier)
+        self._sampler.start()
         if self.config.directory_file:
             self._directory_task = asyncio.create_task(self._follow_directory())
 
@@ -198,6 +207,9 @@ class Node:
             self._directory_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._directory_task
+        if self._sampler is not None:
+            self._sampler.stop()
+            await asyncio.to_thread(self._sampler.join, 10)
         if self._applier is not None:
             self._applier.stop()
             await asyncio.to_thread(self._applier.join, 10)
@@ -298,6 +310,8 @@ class Node:
         for record, code in zip(records, codes, strict=True):
             if code is None:
                 continue
+            if code.startswith("a"):
+                self._forget(record.key.decode())
             key = (partition, record.offset)
             self._outcomes[key] = code
             for fut in self._waiters.pop(key, ()):
@@ -342,7 +356,68 @@ class Node:
         """The store was emptied: nothing is applied until the replay catches up."""
         for p in partitions:
             self.applied[p] = -1
+        self._forget_all()
         self.metrics.store_resets.inc()
+
+    # The record cache ------------------------------------------------------------
+
+    def _forget(self, path: str) -> None:
+        self._cache.pop(path, None)
+        if path in self._inflight:
+            self._dirty.add(path)
+
+    def _forget_all(self) -> None:
+        self._cache.clear()
+        self._dirty.update(self._inflight)
+
+    def _remember(self, path: str, record: Record | None) -> None:
+        cache = self._cache
+        if len(cache) >= self.config.cache_entries:
+            cache.pop(next(iter(cache)))  # the oldest entry
+        cache[path] = record
+
+    async def _fetch(self, paths: Sequence[str]) -> list[Record | None]:
+        """Records from the store, remembered unless the applier changed them meanwhile."""
+        inflight = self._inflight
+        for path in paths:
+            inflight[path] = inflight.get(path, 0) + 1
+        try:
+            if len(paths) == 1:
+                records = [await self.store.get(paths[0])]
+            else:
+                records = await self.store.get_many(paths)
+        finally:
+            changed = []
+            for path in paths:
+                left = inflight[path] - 1
+                changed.append(path in self._dirty)
+                if left:
+                    inflight[path] = left
+                else:
+                    del inflight[path]
+                    self._dirty.discard(path)
+        for path, record, stale in zip(paths, records, changed, strict=True):
+            if not stale:
+                self._remember(path, record)
+        return records
+
+    async def _records(self, paths: Sequence[str]) -> list[Record | None]:
+        cache = self._cache
+        out: list[Record | None] = []
+        missing: list[str] = []
+        for path in paths:
+            if path in cache:
+                out.append(cache[path])
+            else:
+                out.append(None)
+                missing.append(path)
+        self.metrics.hits.inc(len(paths) - len(missing))
+        if missing:
+            self.metrics.misses.inc(len(missing))
+            fetched = dict(zip(missing, await self._fetch(missing), strict=True))
+            out = [fetched.get(p, r) for p, r in zip(paths, out, strict=True)]
+        now = now_ms()
+        return [r if r is not None and r.live(now) else None for r in out]
 
     def _on_fatal(self, message: str | None) -> None:
         self.fatal = message
@@ -519,10 +594,7 @@ class Node:
     # Reads ---------------------------------------------------------------------
 
     async def _live(self, addr: Address) -> Record | None:
-        record = await self.store.get(addr.path)
-        if record is None or not record.live(now_ms()):
-            return None
-        return record
+        return (await self._records([addr.path]))[0]
 
     async def _consistent(
         self, p: int, consistency: Consistency, min_version: Version | None
@@ -551,7 +623,6 @@ class Node:
         p = self.route(addr, client_epoch)
         await self._consistent(p, consistency, min_version)
         record = await self._live(addr)
-        (self.metrics.hits if record is not None else self.metrics.misses).inc()
         self.metrics.read_latency.observe(time.perf_counter() - started)
         return p, record
 
@@ -568,11 +639,7 @@ class Node:
         addrs = [Address.parse(tenant, agent, k) for k in keys]
         p = self.route(Address(tenant, agent, "_"), client_epoch)
         await self._consistent(p, consistency, min_version)
-        records = await self.store.get_many([a.path for a in addrs])
-        now = now_ms()
-        live = [r if r is not None and r.live(now) else None for r in records]
-        for r in live:
-            (self.metrics.hits if r is not None else self.metrics.misses).inc()
+        live = await self._records([a.path for a in addrs])
         self.metrics.read_latency.observe(time.perf_counter() - started)
         return p, live
 
@@ -590,9 +657,8 @@ class Node:
         keys = await self.store.keys(agent_path)
         if not keys:
             return []
-        records = await self.store.get_many([f"{agent_path}/{k}" for k in keys])
-        now = now_ms()
-        return [k for k, r in zip(keys, records, strict=True) if r is not None and r.live(now)]
+        records = await self._records([f"{agent_path}/{k}" for k in keys])
+        return [k for k, r in zip(keys, records, strict=True) if r is not None]
 
     # History and watch -------------------------------------------------------------
 
@@ -714,6 +780,43 @@ def _entry(event: Event, partition: int, record: LogRecord) -> dict[str, Any]:
     }
 
 
+class _Sampler(threading.Thread):
+    """Samples the log end, the store's memory and its integrity twice a second.
+
+    It uses the node's metadata reader, so the applier never pauses for it.
+    """
+
+    def __init__(self, node: Node, applier: _Applier) -> None:
+        super().__init__(name="agentmem-sampler", daemon=True)
+        self.node = node
+        self.applier = applier
+        self._stop_flag = threading.Event()
+
+    def stop(self) -> None:
+        self._stop_flag.set()
+
+    def run(self) -> None:
+        node = self.node
+        while not self._stop_flag.wait(0.5):
+            partitions = list(self.applier.partitions)
+            if not partitions:
+                continue
+            try:
+                high = node.meta.high_watermarks(partitions)
+                times = node.store.log_times(partitions)
+                memory = node.store.memory()
+            except LogUnavailableError as exc:
+                self.applier._post(node._on_fatal, f"{exc}; writes are refused until it is back")
+                continue
+            except Exception as exc:
+                log.warning("sampling failed: %s", exc)
+                continue
+            self.applier._post(node._on_watermarks, high, times)
+            self.applier._post(node._on_memory, *memory)
+            self.applier._post(node._on_fatal, None)
+            self.applier.check_store()
+
+
 class _Applier(threading.Thread):
     """Reads the log and applies it to the store; reports to the event loop."""
 
@@ -727,6 +830,15 @@ class _Applier(threading.Thread):
         self._pending: list[int] | None = list(partitions)
         self._partitions: list[int] = []
         self._claimed = False
+        self._reset_requested = threading.Event()
+
+    @property
+    def partitions(self) -> list[int]:
+        return self._partitions
+
+    def check_store(self) -> None:
+        """Ask the applier to verify the store (it rebuilds when the store was emptied)."""
+        self._reset_requested.set()
 
     def reassign(self, partitions: Sequence[int]) -> None:
         with self._lock:
@@ -752,10 +864,11 @@ class _Applier(threading.Thread):
         for p in dropped:
             node.store.drop_partition(p)
             log.info("dropped partition %s: it moved to another shard", p)
+        if dropped:
+            self._post(node._forget_all)
 
     def run(self) -> None:
         node = self.node
-        next_sample = 0.0
         while not self._stop_flag.is_set():
             try:
                 with self._lock:
@@ -771,15 +884,9 @@ class _Applier(threading.Thread):
                         codes = node.store.apply(p, batch)
                         self._post(node._on_applied, p, batch, codes)
                         node.metrics.events_applied.inc(len(batch))
-                now = time.monotonic()
-                if now >= next_sample and self._partitions:
-                    next_sample = now + 0.5
+                if self._reset_requested.is_set():
+                    self._reset_requested.clear()
                     node.store.verify()
-                    high = node.reader.high_watermarks(self._partitions)
-                    times = node.store.log_times(self._partitions)
-                    self._post(node._on_watermarks, high, times)
-                    self._post(node._on_memory, *node.store.memory())
-                    self._post(node._on_fatal, None)
             except StoreResetError as exc:
                 log.warning("%s: rebuilding every partition from the event log", exc)
                 node.store.claim(wipe=True)
@@ -787,6 +894,10 @@ class _Applier(threading.Thread):
                 with self._lock:
                     if self._pending is None:
                         self._pending = list(self._partitions)
+            except LogUnavailableError as exc:
+                log.warning("%s; retrying", exc)
+                self._post(node._on_fatal, f"{exc}; writes are refused until it is back")
+                self._recover()
             except StoreFullError as exc:
                 self._post(node._on_fatal, f"{exc}; the node stopped applying events")
                 self._recover()

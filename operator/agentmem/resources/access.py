@@ -7,7 +7,15 @@ from typing import Any
 
 from agentmem.model import AgentMemoryCluster, naming
 from agentmem.resources._meta import container_security, metadata, pod_security, resources
-from agentmem.resources.shard import TLS_MOUNT, common_env, http_probe, kafka_env, tls_volume
+from agentmem.resources.shard import (
+    DIRECTORY_VOLUME_MOUNT,
+    TLS_MOUNT,
+    common_env,
+    directory_volume,
+    http_probe,
+    kafka_env,
+    tls_volume,
+)
 
 
 def client_service(cluster: AgentMemoryCluster) -> dict[str, Any]:
@@ -37,8 +45,11 @@ def router_deployment(cluster: AgentMemoryCluster) -> dict[str, Any]:
     name = naming.router_name(cluster.name)
     meta = metadata(cluster, name, naming.COMPONENT_ROUTER)
     spec = cluster.spec
-    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
-    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}, DIRECTORY_VOLUME_MOUNT]
+    volumes: list[dict[str, Any]] = [
+        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+        directory_volume(cluster),
+    ]
     tls = tls_volume(cluster)
     if tls is not None:
         volumes.append(tls)

@@ -16,6 +16,22 @@ from agentmem.resources.directory import shard_zone
 REDIS_MAXMEMORY_SHARE = 0.75
 
 TLS_MOUNT = "/etc/agentmem/kafka-tls"
+DIRECTORY_MOUNT = "/etc/agentmem/directory"
+
+
+def directory_volume(cluster: AgentMemoryCluster) -> dict[str, Any]:
+    """The directory ConfigMap as files; the kubelet refreshes them when it changes."""
+    return {
+        "name": "directory",
+        "configMap": {"name": naming.directory_name(cluster.name), "defaultMode": 0o444},
+    }
+
+
+DIRECTORY_VOLUME_MOUNT: dict[str, Any] = {
+    "name": "directory",
+    "mountPath": DIRECTORY_MOUNT,
+    "readOnly": True,
+}
 
 
 def redis_maxmemory(cluster: AgentMemoryCluster) -> int:
@@ -77,6 +93,10 @@ def common_env(cluster: AgentMemoryCluster) -> list[dict[str, Any]]:
         },
         {"name": "AGENTMEM_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "AGENTMEM_DIRECTORY", "value": naming.directory_name(cluster.name)},
+        {
+            "name": "AGENTMEM_DIRECTORY_FILE",
+            "value": f"{DIRECTORY_MOUNT}/{naming.DIRECTORY_KEY}",
+        },
         {"name": "AGENTMEM_PARTITIONS", "value": str(cluster.spec.partitions)},
         {"name": "AGENTMEM_CONSISTENCY", "value": cluster.spec.consistency},
     ]
@@ -140,7 +160,7 @@ def redis_container(cluster: AgentMemoryCluster) -> dict[str, Any]:
 
 def node_container(cluster: AgentMemoryCluster, shard: int) -> dict[str, Any]:
     spec = cluster.spec
-    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}, DIRECTORY_VOLUME_MOUNT]
     if tls_volume(cluster) is not None:
         mounts.append({"name": "kafka-tls", "mountPath": TLS_MOUNT, "readOnly": True})
     return {
@@ -223,7 +243,10 @@ def shard_statefulset(cluster: AgentMemoryCluster, shard: int) -> dict[str, Any]
     name = naming.shard_name(cluster.name, shard)
     selector = naming.shard_selector_labels(cluster.name, shard)
     meta = metadata(cluster, name, naming.COMPONENT_NODE, **{naming.LABEL_SHARD: str(shard)})
-    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
+    volumes: list[dict[str, Any]] = [
+        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+        directory_volume(cluster),
+    ]
     tls = tls_volume(cluster)
     if tls is not None:
         volumes.append(tls)

@@ -120,26 +120,45 @@ class KafkaReader:
         )
 
     def poll(self, max_records: int, timeout: float) -> list[LogRecord]:
+        """Wait up to ``timeout`` for the first record, then take what is already there.
+
+        (``consume(n, timeout)`` alone waits for n records or the whole timeout,
+        which would add the timeout to every write's latency.)
+        """
+        messages = self._consumer.consume(num_messages=1, timeout=timeout)
+        if messages:
+            messages += self._consumer.consume(num_messages=max_records - 1, timeout=0)
         out = []
-        for msg in self._consumer.consume(num_messages=max_records, timeout=timeout):
+        for msg in messages:
             error = msg.error()
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
                     continue
                 if error.fatal():
-                    raise KafkaException(error)
+                    raise LogUnavailableError(f"the event log failed: {error.str()}")
                 continue  # transient: librdkafka retries by itself
             _, ts = msg.timestamp()
-            out.append(LogRecord(msg.partition() or 0, msg.offset() or 0, ts, msg.value() or b""))
+            out.append(
+                LogRecord(
+                    msg.partition() or 0,
+                    msg.offset() or 0,
+                    ts,
+                    msg.value() or b"",
+                    msg.key() or b"",
+                )
+            )
         return out
 
     def high_watermarks(self, partitions: Sequence[int]) -> dict[int, int]:
         out = {}
         with self._lock:
             for p in partitions:
-                _, high = self._consumer.get_watermark_offsets(
-                    TopicPartition(self.topic, p), timeout=5, cached=False
-                )
+                try:
+                    _, high = self._consumer.get_watermark_offsets(
+                        TopicPartition(self.topic, p), timeout=5, cached=False
+                    )
+                except KafkaException as exc:
+                    raise LogUnavailableError(f"cannot reach the event log: {exc}") from exc
                 out[p] = high
         return out
 

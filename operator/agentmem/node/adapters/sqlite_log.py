@@ -79,11 +79,11 @@ class SqliteReader(SqliteLog):
         out: list[LogRecord] = []
         for partition, start in sorted(self._starts.items()):
             rows = db.execute(
-                f"SELECT id, ts, payload FROM p{partition} WHERE id > ? ORDER BY id LIMIT ?",
+                f"SELECT id, ts, payload, key FROM p{partition} WHERE id > ? ORDER BY id LIMIT ?",
                 (start, max_records - len(out)),
             ).fetchall()
-            for row_id, ts, payload in rows:
-                out.append(LogRecord(partition, row_id - 1, ts, bytes(payload)))
+            for row_id, ts, payload, key in rows:
+                out.append(LogRecord(partition, row_id - 1, ts, bytes(payload), bytes(key)))
             if rows:
                 self._starts[partition] = rows[-1][0]
             if len(out) >= max_records:
