@@ -42,7 +42,9 @@ test: lint testenv ## Everything: lint, types, layers and every test tier (start
 bench: $(STAMP) ## Run the benchmarks (each prints a JSON line at the end)
 	$(BIN)/python benchmarks/ring.py
 
-manifests: $(STAMP) ## Regenerate crds/ from the typed model
+manifests: $(STAMP) ## Regenerate crds/ from the model, then the chart's CRDs, manifests/ and the bundle
 	$(BIN)/agentmem crd > crds/agentmem.io_agentmemoryclusters.yaml
+	bash testenv/build.sh >/dev/null  # the pinned helm renders manifests/base from the chart
+	$(BIN)/python scripts/generate_manifests.py
 
 .PHONY: help install lint unit testenv test bench manifests
