@@ -22,6 +22,7 @@ from agentmem.controller import rebalance as rb
 from agentmem.controller._kube import Kube, KubeError, owned_by, owner_reference
 from agentmem.controller.metrics import METRICS
 from agentmem.directory import Directory, DirectoryError
+from agentmem.eventlog.kafka import KafkaSettings, TopicMismatchError, TopicSpec, ensure_topic
 from agentmem.model import AgentMemoryCluster, InvalidClusterError, RebalanceStatus, naming
 from agentmem.model.status import AgentMemoryClusterStatus, Condition
 from agentmem.resources import (
@@ -30,10 +31,14 @@ from agentmem.resources import (
     directory_from_configmap,
     initial_directory,
     shard_entries,
+    topic_config,
 )
 from agentmem.resources.monitoring import MONITORING_API
 
 log = logging.getLogger(__name__)
+
+#: How long a topic found right is not checked again.
+TOPIC_RECHECK_SECONDS = 300.0
 
 EventType = Literal["Normal", "Warning"]
 #: Posts a Kubernetes Event about the cluster: (body, type, reason, message).
@@ -73,6 +78,7 @@ class Reconciler:
         self.emit = emit
         self.clock = clock
         self._locks: dict[str, threading.Lock] = {}
+        self._topics_ok: dict[tuple[str, str, int], float] = {}
         self._locks_guard = threading.Lock()
 
     def _lock(self, key: str) -> threading.Lock:
@@ -124,6 +130,7 @@ class Reconciler:
             )
         existing = self._existing_shards(directory, rebalance)
         self._apply_children(body, cluster, directory, existing, seen)
+        self._check_topic(cluster, seen)
         if rebalance is not None:
             rebalance, directory = self._advance(body, cluster, rebalance, directory, seen)
         existing = self._existing_shards(directory, rebalance)
@@ -192,6 +199,50 @@ class Reconciler:
                     continue
                 self._observe_topic(child, seen)
             self.kube.apply(self._adopt(body, child))
+
+    def _check_topic(self, cluster: AgentMemoryCluster, seen: Observation) -> None:
+        """topicManagement direct: create the topic; external: check it exists as needed.
+
+        A topic found right is remembered for a while, so resyncs do not ask
+        Kafka every time.
+        """
+        kafka = cluster.spec.event_log.kafka
+        if kafka.topic_management == "strimzi":
+            return
+        key = (cluster.metadata.uid, cluster.topic, cluster.spec.partitions)
+        if time.monotonic() - self._topics_ok.get(key, -1e9) < TOPIC_RECHECK_SECONDS:
+            return
+        if kafka.tls.enabled or kafka.sasl is not None:
+            seen.waiting.append(
+                f"the operator does not check topic {cluster.topic} over TLS or SASL; make sure "
+                f"it exists with {cluster.spec.partitions} partitions"
+            )
+            return
+        spec = TopicSpec(
+            cluster.topic, cluster.spec.partitions, kafka.replicas, topic_config(cluster)
+        )
+        try:
+            result = ensure_topic(
+                KafkaSettings(kafka.bootstrap_servers),
+                spec,
+                create=kafka.topic_management == "direct",
+                timeout=10,
+            )
+        except TopicMismatchError as exc:
+            seen.degraded.append(("TopicMismatch", str(exc)))
+            return
+        except Exception as exc:  # the admin client raises KafkaException, TimeoutError, ...
+            seen.degraded.append(
+                (
+                    "EventLogUnreachable",
+                    f"cannot check topic {cluster.topic} at {kafka.bootstrap_servers}: {exc}; "
+                    "check spec.eventLog.kafka.bootstrapServers and the brokers",
+                )
+            )
+            return
+        self._topics_ok[key] = time.monotonic()
+        if result == "created":
+            log.info("created topic %s with %s partitions", cluster.topic, cluster.spec.partitions)
 
     def _observe_topic(self, topic: dict[str, Any], seen: Observation) -> None:
         meta = topic["metadata"]

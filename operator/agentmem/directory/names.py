@@ -14,8 +14,9 @@ from typing import Final
 MAX_ID_LENGTH: Final = 128
 MAX_KEY_LENGTH: Final = 512
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
-_KEY = re.compile(r"^[A-Za-z0-9._:/=@+-]+$")
+# fullmatch, not match with "$": "$" also matches before a trailing newline.
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
+_KEY = re.compile(r"[A-Za-z0-9._:/=@+-]+")
 
 
 class InvalidNameError(ValueError):
@@ -29,7 +30,7 @@ def _check_id(kind: str, value: str) -> str:
         raise InvalidNameError(
             f"{kind} is {len(value)} characters long; the limit is {MAX_ID_LENGTH}"
         )
-    if not _ID.match(value):
+    if not _ID.fullmatch(value):
         raise InvalidNameError(
             f"{kind} {value!r} may contain only letters, digits, '.', '_', ':' and '-', "
             "and must start with a letter or digit"
@@ -52,7 +53,7 @@ def check_key(value: str) -> str:
         raise InvalidNameError(
             f"key is {len(value)} characters long; the limit is {MAX_KEY_LENGTH}"
         )
-    if not _KEY.match(value):
+    if not _KEY.fullmatch(value):
         raise InvalidNameError(
             f"key {value!r} may contain only letters, digits and . _ : / = @ + -"
         )

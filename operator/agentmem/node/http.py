@@ -186,10 +186,12 @@ def _headers(node: Node, version: str | None = None) -> dict[str, str]:
 
 
 def _record_json(addr: Address, partition: int, record: Record) -> str:
+    # Validated names hold no character JSON would escape; the value is stored JSON.
+    expires = "null" if record.expires_at is None else record.expires_at
     return (
-        f'{{"tenant":{json.dumps(addr.tenant)},"agent":{json.dumps(addr.agent)},'
-        f'"key":{json.dumps(addr.key)},"version":"{partition}:{record.version}",'
-        f'"expires_at":{json.dumps(record.expires_at)},"value":{record.value}}}'
+        f'{{"tenant":"{addr.tenant}","agent":"{addr.agent}","key":"{addr.key}",'
+        f'"version":"{partition}:{record.version}","expires_at":{expires},'
+        f'"value":{record.value}}}'
     )
 
 
