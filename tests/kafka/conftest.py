@@ -113,8 +113,9 @@ class RedisServer:
 
         while time.monotonic() < deadline:
             try:
-                if redis.Redis(port=self.port).ping():
-                    return self
+                with redis.Redis(port=self.port) as client:
+                    if client.ping():
+                        return self
             except redis.exceptions.ConnectionError:
                 time.sleep(0.02)
         raise RuntimeError("redis-server did not start")

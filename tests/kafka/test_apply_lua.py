@@ -35,7 +35,8 @@ def test_lua_script_matches_the_reference_on_edge_cases(
 ) -> None:
     server = redis_factory()
     for case in EDGE_CASES:
-        redis.Redis(port=server.port).flushall()
+        with redis.Redis(port=server.port) as client:
+            client.flushall()
         store = RedisStore(server.url)
         store.claim()
         reference = MemoryState()
@@ -73,4 +74,7 @@ def test_lua_script_matches_the_reference(redis_factory: Callable[..., RedisServ
         assert store.snapshot() == reference.snapshot()
         store.close_sync()
 
-    check()
+    try:
+        check()
+    finally:
+        client.close()

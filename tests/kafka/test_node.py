@@ -283,7 +283,10 @@ def test_two_nodes_race_compare_and_set(
 
     run(scenario())
     time.sleep(0.5)
-    assert RedisStore(redis_a.url).snapshot() == RedisStore(redis_b.url).snapshot()
+    store_a, store_b = RedisStore(redis_a.url), RedisStore(redis_b.url)
+    assert store_a.snapshot() == store_b.snapshot()
+    store_a.close_sync()
+    store_b.close_sync()
 
 
 # 5.3 SIGKILL during writes ------------------------------------------------------------
@@ -354,8 +357,10 @@ def test_node_rebuilds_an_emptied_store_and_is_unready_meanwhile(
             return out
 
     before = run(fill())
-    snapshot = RedisStore(store.url).snapshot()
-    redis.Redis(port=store.port).flushall()
+    reader = RedisStore(store.url)
+    snapshot = reader.snapshot()
+    with redis.Redis(port=store.port) as client:
+        client.flushall()
     saw_unready = False
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -365,7 +370,8 @@ def test_node_rebuilds_an_emptied_store_and_is_unready_meanwhile(
             break
         time.sleep(0.02)
     assert saw_unready, "the node stayed ready with an empty store"
-    assert RedisStore(store.url).snapshot()["records"] == snapshot["records"]
+    assert reader.snapshot()["records"] == snapshot["records"]
+    reader.close_sync()
 
     async def check() -> None:
         async with aiohttp.ClientSession() as s:

@@ -244,6 +244,7 @@ class RedisStore:
         return int(info["used_memory"]), int(info.get("maxmemory", 0))
 
     def close_sync(self) -> None:
+        """Close a store used without an event loop (tests, tools)."""
         self._sync.close()
 
     # Request path -----------------------------------------------------------
