@@ -21,8 +21,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## Install agentmem (editable) with its test tools into .venv
 
 lint: $(STAMP) ## ruff (lint and format check), mypy strict, import-linter layers
-	$(BIN)/ruff check operator tests benchmarks
-	$(BIN)/ruff format --check operator tests benchmarks
+	$(BIN)/ruff check operator tests benchmarks scripts
+	$(BIN)/ruff format --check operator tests benchmarks scripts
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
@@ -39,8 +39,12 @@ testenv: ## Build/fetch the test servers (control plane, Kafka, Redis); cached i
 test: lint testenv ## Everything: lint, types, layers and every test tier (starts its servers)
 	$(BIN)/pytest
 
-bench: $(STAMP) ## Run the benchmarks (each prints a JSON line at the end)
+bench: $(STAMP) testenv ## Run the benchmarks (each prints a JSON line at the end)
+	@command -v wrk >/dev/null || { \
+	  echo "==> installing Debian's wrk (HTTP load generator)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 	$(BIN)/python benchmarks/ring.py
+	$(BIN)/python benchmarks/node.py
 
 manifests: $(STAMP) ## Regenerate crds/ from the model, then the chart's CRDs, manifests/ and the bundle
 	$(BIN)/agentmem crd > crds/agentmem.io_agentmemoryclusters.yaml

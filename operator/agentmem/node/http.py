@@ -400,19 +400,48 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(openapi_document(_node(request).config.max_value_bytes))
 
 
+#: Handlers under /v1/tenants/{tenant}/agents/{agent}/: one aiohttp route for all
+#: of them, dispatched here (resolving one pattern costs less than trying many).
+_KEY_HANDLERS: dict[str, Handler] = {
+    "GET": get_key,
+    "PUT": put_key,
+    "PATCH": patch_key,
+    "DELETE": delete_key,
+}
+_AGENT_HANDLERS: dict[str, dict[str, Handler]] = {
+    "keys": {"GET": list_keys},
+    "batch-get": {"POST": batch_get},
+    "history": {"GET": history},
+    "watch": {"GET": watch},
+}
+
+
+async def agent_route(request: web.Request) -> web.StreamResponse:
+    rest = request.match_info["rest"]
+    if rest.startswith("keys/"):
+        methods = _KEY_HANDLERS
+        request.match_info["key"] = rest[5:]
+    elif rest in _AGENT_HANDLERS:
+        methods = _AGENT_HANDLERS[rest]
+    else:
+        return await not_found(request)
+    handler = methods.get(request.method)
+    if handler is None:
+        allowed = ", ".join(methods)
+        return _error(
+            405,
+            "method_not_allowed",
+            f"{request.method} is not allowed on {request.path}; use {allowed}",
+            {"Allow": allowed},
+        )
+    return await handler(request)
+
+
 def create_app(node: Node, default_consistency: str = "session") -> web.Application:
     app = web.Application(client_max_size=node.config.max_value_bytes + 64 * 1024)
     app[NODE_KEY] = node
     app[DEFAULT_CONSISTENCY_KEY] = default_consistency
-    agent = "/v1/tenants/{tenant}/agents/{agent}"
-    app.router.add_get(f"{agent}/keys", list_keys)
-    app.router.add_get(f"{agent}/keys/{{key:.+}}", get_key)
-    app.router.add_put(f"{agent}/keys/{{key:.+}}", put_key)
-    app.router.add_patch(f"{agent}/keys/{{key:.+}}", patch_key)
-    app.router.add_delete(f"{agent}/keys/{{key:.+}}", delete_key)
-    app.router.add_post(f"{agent}/batch-get", batch_get)
-    app.router.add_get(f"{agent}/history", history)
-    app.router.add_get(f"{agent}/watch", watch)
+    app.router.add_route("*", "/v1/tenants/{tenant}/agents/{agent}/{rest:.*}", agent_route)
     app.router.add_get("/v1/status", status)
     app.router.add_get("/v1/directory", directory)
     app.router.add_get("/livez", livez)
