@@ -517,3 +517,45 @@ def test_node_refuses_a_topic_with_another_partition_count(
         RuntimeError, match="the event log has 8 partitions but this cluster has 16"
     ):
         node_factory(topic, redis_factory().url, partitions="16")
+
+
+def test_restarted_node_drops_partitions_it_no_longer_owns(
+    kafka: Broker,
+    topic: str,
+    redis_factory: RedisFactory,
+    node_factory: NodeFactory,
+    tmp_path: Any,
+) -> None:
+    from agentmem.directory import Directory, ShardEntry
+
+    store = redis_factory()
+    node = node_factory(topic, store.url)  # no directory: serves every partition
+
+    async def fill() -> None:
+        async with aiohttp.ClientSession() as s:
+            for i in range(40):
+                assert (await Client(s, node.url, agent=f"a{i}").put("k", i))[0] == 200
+
+    run(fill())
+    node.kill()
+    # While it was down, the directory gave the odd partitions to another shard.
+    path = tmp_path / "directory.json"
+    table = tuple(p % 2 for p in range(PARTITIONS))
+    shards = (ShardEntry(0, "s0", "s0:7070"), ShardEntry(1, "s1", "s1:7070"))
+    path.write_text(Directory("demo", "ns", topic, 2, table, shards).to_json())
+    node.options.update(shard="0", directory_file=str(path))
+    node.start()
+    reader = RedisStore(store.url)
+    kept = {int(k.decode().rsplit(":", 1)[1]) for k in reader._sync.keys("am:applied:*")}
+    reader.close_sync()
+    assert kept == {p for p in range(PARTITIONS) if p % 2 == 0}
+
+    async def check() -> None:
+        async with aiohttp.ClientSession() as s:
+            for i in range(40):
+                p = partition_for("acme", f"a{i}", PARTITIONS)
+                url = f"{Client(s, node.url, agent=f'a{i}').prefix}/keys/k"
+                async with s.get(url, allow_redirects=False) as r:
+                    assert r.status == (200 if p % 2 == 0 else 307)
+
+    run(check())

@@ -854,10 +854,14 @@ class _Applier(threading.Thread):
 
     def _assign(self, partitions: list[int]) -> None:
         node = self.node
+        previous = set(self._partitions)
         if not self._claimed:
             node.store.claim()
             self._claimed = True
-        dropped = sorted(set(self._partitions) - set(partitions))
+            # A store that outlived the node (persistence) may hold partitions
+            # that moved away while the node was down.
+            previous = set(node.store.stored_partitions())
+        dropped = sorted(previous - set(partitions))
         starts = node.store.applied_offsets(partitions)
         node.reader.assign({p: o + 1 for p, o in starts.items()})
         self._partitions = partitions

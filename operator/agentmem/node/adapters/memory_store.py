@@ -34,6 +34,10 @@ class MemoryStore:
     def drop_partition(self, partition: int) -> None:
         self.state.drop_partition(partition)
 
+    def stored_partitions(self) -> list[int]:
+        with self.state.lock:
+            return sorted(self.state.applied)
+
     def log_times(self, partitions: Sequence[int]) -> dict[int, int]:
         with self.state.lock:
             return {p: t for p in partitions if (t := self.state.log_time.get(p)) is not None}

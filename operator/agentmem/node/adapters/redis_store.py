@@ -234,6 +234,11 @@ class RedisStore:
             f"am:a:{partition}", f"am:e:{partition}", f"am:applied:{partition}", f"am:t:{partition}"
         )
 
+    def stored_partitions(self) -> list[int]:
+        """Partitions this store holds state of."""
+        keys = self._sync.scan_iter("am:applied:*", count=1000)
+        return sorted(int(_text(k).rsplit(":", 1)[1]) for k in keys)
+
     def log_times(self, partitions: Sequence[int]) -> dict[int, int]:
         values = self._sync.mget([f"am:t:{p}" for p in partitions]) if partitions else []
         return {p: int(v) for p, v in zip(partitions, values, strict=True) if v is not None}
