@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from agentmem.node.adapters.redis_store import RedisStore
 from agentmem.node.apply import MemoryState
+from agentmem.node.events import Event
 from agentmem.node.ports import LogRecord
 from tests.kafka.conftest import RedisServer
 from tests.unit.test_apply import T0, event, logs, materialize
@@ -25,8 +26,12 @@ EDGE_CASES: list[list[tuple[int, int, bytes]]] = [
      (3, T0, event(op="delete", expect="absent"))],
     # duplicates keep the first outcome, across conflicts
     [(0, T0, event(rid="r", expect=7)), (1, T0, event(rid="r")), (2, T0, event(rid="s"))],
-    # keys with slashes, several agents, undecodable events
-    [(0, T0, event(key="a/b/c")), (1, T0, b"garbage"), (2, T0, event(agent="z", key="a/b"))],
+    # keys with slashes, several agents, undecodable events, fields of the wrong type
+    [(0, T0, event(key="a/b/c")), (1, T0, b"garbage"), (2, T0, event(agent="z", key="a/b")),
+     (3, T0, event().replace(b'"tenant":"t"', b'"tenant":null'))],
+    # request ids: a ':' in tenant or id must not make two tenants' ids collide
+    [(0, T0, Event("put", "a:b", "x", "k", "1", None, None, "c", "", 0).encode()),
+     (1, T0, Event("put", "a", "x", "k", "2", None, None, "b:c", "", 0).encode())],
 ]  # fmt: skip
 
 

@@ -132,11 +132,12 @@ def test_request_ids_deduplicate_within_the_window() -> None:
     assert s.apply(0, 4, T0, event(rid="c")) == "dc:2"  # a retry returns the first outcome
 
 
-def test_tenants_do_not_share_request_ids() -> None:
+def test_tenants_and_partitions_do_not_share_request_ids() -> None:
     s = MemoryState()
     other = Event("put", "u", "a", "k", "1", None, None, "r", "", 0).encode()
     assert s.apply(0, 0, T0, event(rid="r")) == "a:0"
     assert s.apply(0, 1, T0, other) == "a:1"
+    assert s.apply(1, 0, T0, event(rid="r")) == "a:0"  # another partition decides alone
 
 
 def test_undecodable_events_are_skipped_and_counted() -> None:
@@ -176,7 +177,8 @@ def test_merge_patch_rfc7396() -> None:
 def test_event_round_trip_and_errors() -> None:
     raw = event(expect=3, expires_at=5, rid="r")
     assert Event.decode(raw).encode() == raw
-    for bad in (b"[", b'{"v": 2}', b'{"v": 1, "op": "put"}'):
+    wrong_type = event().replace(b'"tenant":"t"', b'"tenant":null')
+    for bad in (b"[", b'{"v": 2}', b'{"v": 1, "op": "put"}', wrong_type):
         try:
             Event.decode(bad)
         except EventDecodeError:

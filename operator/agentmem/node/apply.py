@@ -8,9 +8,10 @@ these rules, so replicas that consumed the same log hold the same state:
    same atomic step as the event's effect.
 2. Time is the event's log timestamp (the broker's append time), never the
    applier's clock. A record whose ``expires_at`` is at or before it is absent.
-3. A request id already seen for the tenant within :data:`DEDUP_WINDOW_MS`
-   (by log time) makes the event a duplicate: no effect, and the outcome is the
-   first event's outcome.
+3. A request id already seen for the tenant in the same partition within
+   :data:`DEDUP_WINDOW_MS` (by log time) makes the event a duplicate: no effect,
+   and the outcome is the first event's outcome. (Per partition, so each
+   partition's log alone decides, whatever order replicas apply partitions in.)
 4. ``expect`` decides: ``None`` always applies, ``"absent"`` applies only when
    the key is absent, an offset applies only when it is the key's version.
    Otherwise the outcome is a conflict naming the current version.
@@ -104,7 +105,7 @@ class MemoryState:
     agents: dict[int, set[str]] = field(default_factory=dict)
     expiring: dict[int, dict[str, int]] = field(default_factory=dict)
     log_time: dict[int, int] = field(default_factory=dict)
-    rids: dict[tuple[str, str], tuple[str, int]] = field(default_factory=dict)
+    rids: dict[tuple[int, str, str], tuple[str, int]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def apply(self, partition: int, offset: int, timestamp: int, payload: bytes) -> str | None:
@@ -117,7 +118,7 @@ class MemoryState:
             event = Event.decode(payload)
         except EventDecodeError:
             return "x"
-        rid_key = (event.tenant, event.rid)
+        rid_key = (partition, event.tenant, event.rid)
         if event.rid:
             seen = self.rids.get(rid_key)
             if seen is not None and timestamp - seen[1] < DEDUP_WINDOW_MS:

@@ -79,6 +79,11 @@ class Event:
             version = data.get("v") if isinstance(data, dict) else None
             raise EventDecodeError(f"unknown event schema version {version!r}")
         try:
+            texts = ("tenant", "agent", "key", "rid", "actor")
+            if data["op"] not in ("put", "merge", "delete") or not all(
+                isinstance(data[name], str) for name in texts
+            ):
+                raise EventDecodeError("an event field has the wrong type")
             return cls(
                 op=data["op"],
                 tenant=data["tenant"],

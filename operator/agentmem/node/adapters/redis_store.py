@@ -13,7 +13,7 @@ Keys (Redis runs beside the node, one database per node):
 - ``am:i:{tenant/agent}``  set of the agent's keys
 - ``am:a:{p}``        set of the agents (tenant/agent) that have keys in p
 - ``am:e:{p}``        sorted set of expiring paths of p by expiry
-- ``am:q:{tenant}:{rid}``  outcome|log time of a request id
+- ``am:q:{p}:{tenant}/{rid}``  outcome|log time of a request id in partition p
 - ``am:marker``       identity of this store's contents; a flushed or replaced
   Redis lacks it, and the script refuses to apply until the node rebuilt
 """
@@ -67,14 +67,18 @@ for i = 0, n - 1 do
     applied = offset
     last_ts = ts
     local ok, ev = pcall(cjson.decode, payload)
-    if not ok or type(ev) ~= 'table' or ev.v ~= 1 then
+    if not ok or type(ev) ~= 'table' or ev.v ~= 1 or type(ev.tenant) ~= 'string'
+        or type(ev.agent) ~= 'string' or type(ev.key) ~= 'string' or type(ev.rid) ~= 'string'
+        or type(ev.actor) ~= 'string'
+        or (ev.op ~= 'put' and ev.op ~= 'merge' and ev.op ~= 'delete') then
       out[i + 1] = 'x'
     else
       local code = nil
       local rid_key = nil
       local rid = ev.rid
-      if type(rid) == 'string' and rid ~= '' then
-        rid_key = 'am:q:' .. ev.tenant .. ':' .. rid
+      if rid ~= '' then
+        -- Per partition; '/' appears in neither a tenant nor a request id.
+        rid_key = 'am:q:' .. p .. ':' .. ev.tenant .. '/' .. rid
         local seen = redis.call('GET', rid_key)
         if seen then
           local sep = string.find(seen, '|', 1, true)
