@@ -313,7 +313,7 @@ def _int_query(request: web.Request, name: str, default: int, low: int, high: in
     return value
 
 
-def _after(request: web.Request, partition_hint: str) -> int | None:
+def _after(request: web.Request) -> int | None:
     raw = request.query.get("after")
     if raw is None:
         return None
@@ -324,7 +324,7 @@ def _after(request: web.Request, partition_hint: str) -> int | None:
 async def history(request: web.Request) -> web.Response:
     node = _node(request)
     tenant, agent = _agent(request)
-    after = _after(request, "after")
+    after = _after(request)
     limit = _int_query(request, "limit", 100, 1, 1000)
     events, cursor = await node.history(
         tenant, agent, -1 if after is None else after, limit, _epoch(request)
@@ -340,7 +340,8 @@ async def history(request: web.Request) -> web.Response:
 async def watch(request: web.Request) -> web.StreamResponse:
     node = _node(request)
     tenant, agent = _agent(request)
-    after = _after(request, "after")
+    after = _after(request)
+    node.route(Address(tenant, agent, "_"), _epoch(request))  # redirect before streaming
     stream = node.watch(tenant, agent, after, _epoch(request))
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **_headers(node)}
@@ -375,6 +376,8 @@ async def directory(request: web.Request) -> web.Response:
 
 @answers_errors
 async def livez(request: web.Request) -> web.Response:
+    if not _node(request).alive():
+        return _error(503, "applier_stopped", "the thread that applies events has stopped")
     return web.json_response({"status": "alive", "version": __version__})
 
 

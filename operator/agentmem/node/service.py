@@ -165,7 +165,8 @@ class Node:
         self._directory_task: asyncio.Task[None] | None = None
         self._directory_mtime = 0.0
         self._closing = False
-        self.fatal: str | None = None
+        self.log_error: str | None = None
+        self.applier_error: str | None = None
         # Records (or their absence) read from the store, kept coherent by the
         # applier: it is the store's only writer and drops the paths it changes.
         self._cache: dict[str, Record | None] = {}
@@ -419,8 +420,27 @@ class Node:
         now = now_ms()
         return [r if r is not None and r.live(now) else None for r in out]
 
-    def _on_fatal(self, message: str | None) -> None:
-        self.fatal = message
+    @property
+    def fatal(self) -> str | None:
+        """Why this node cannot take writes now, if it cannot."""
+        return self.applier_error or self.log_error
+
+    def _on_log_error(self, message: str | None) -> None:
+        self.log_error = message
+
+    def _on_applier_error(self, message: str | None) -> None:
+        self.applier_error = message
+
+    def _on_assigned(self, starts: dict[int, int], dropped: list[int]) -> None:
+        """The applier now reads these partitions from these stored offsets."""
+        for p, offset in starts.items():
+            self.applied[p] = offset
+        for p in dropped:
+            self.applied.pop(p, None)
+            self.high.pop(p, None)
+
+    def alive(self) -> bool:
+        return self._applier is not None and self._applier.is_alive()
 
     # Readiness -----------------------------------------------------------------
 
@@ -806,19 +826,25 @@ class _Sampler(threading.Thread):
                 times = node.store.log_times(partitions)
                 memory = node.store.memory()
             except LogUnavailableError as exc:
-                self.applier._post(node._on_fatal, f"{exc}; writes are refused until it is back")
+                self.applier._post(
+                    node._on_log_error, f"{exc}; writes are refused until it is back"
+                )
                 continue
             except Exception as exc:
                 log.warning("sampling failed: %s", exc)
                 continue
             self.applier._post(node._on_watermarks, high, times)
             self.applier._post(node._on_memory, *memory)
-            self.applier._post(node._on_fatal, None)
+            self.applier._post(node._on_log_error, None)
             self.applier.check_store()
 
 
 class _Applier(threading.Thread):
-    """Reads the log and applies it to the store; reports to the event loop."""
+    """Reads the log and applies it to the store; reports to the event loop.
+
+    It never stops on an error: it reports it, waits a second and reads again
+    from the offsets the store has applied (never skipping an event).
+    """
 
     BATCH = 2000
 
@@ -827,9 +853,11 @@ class _Applier(threading.Thread):
         self.node = node
         self._stop_flag = threading.Event()
         self._lock = threading.Lock()
+        self._target: list[int] = list(partitions)
         self._pending: list[int] | None = list(partitions)
         self._partitions: list[int] = []
         self._claimed = False
+        self._errored = False
         self._reset_requested = threading.Event()
 
     @property
@@ -842,6 +870,7 @@ class _Applier(threading.Thread):
 
     def reassign(self, partitions: Sequence[int]) -> None:
         with self._lock:
+            self._target = list(partitions)
             self._pending = list(partitions)
 
     def stop(self) -> None:
@@ -862,57 +891,77 @@ class _Applier(threading.Thread):
             # that moved away while the node was down.
             previous = set(node.store.stored_partitions())
         dropped = sorted(previous - set(partitions))
-        starts = node.store.applied_offsets(partitions)
-        node.reader.assign({p: o + 1 for p, o in starts.items()})
-        self._partitions = partitions
         for p in dropped:
             node.store.drop_partition(p)
             log.info("dropped partition %s: it moved to another shard", p)
+        starts = node.store.applied_offsets(partitions)
+        node.reader.assign({p: o + 1 for p, o in starts.items()})
+        self._partitions = partitions
+        self._post(node._on_assigned, starts, dropped)
         if dropped:
             self._post(node._forget_all)
 
-    def run(self) -> None:
+    def _step(self) -> None:
         node = self.node
+        with self._lock:
+            pending, self._pending = self._pending, None
+        if pending is not None:
+            try:
+                self._assign(pending)
+            except Exception:
+                with self._lock:  # try the same target again, not the old one
+                    if self._pending is None:
+                        self._pending = pending
+                raise
+        records = node.reader.poll(self.BATCH, 0.05)
+        if records:
+            by_partition: dict[int, list[LogRecord]] = defaultdict(list)
+            for record in records:
+                by_partition[record.partition].append(record)
+            for p, batch in by_partition.items():
+                codes = node.store.apply(p, batch)
+                self._post(node._on_applied, p, batch, codes)
+                node.metrics.events_applied.inc(len(batch))
+        if self._reset_requested.is_set():
+            self._reset_requested.clear()
+            node.store.verify()
+
+    def run(self) -> None:
         while not self._stop_flag.is_set():
             try:
-                with self._lock:
-                    pending, self._pending = self._pending, None
-                if pending is not None:
-                    self._assign(pending)
-                records = node.reader.poll(self.BATCH, 0.05)
-                if records:
-                    by_partition: dict[int, list[LogRecord]] = defaultdict(list)
-                    for record in records:
-                        by_partition[record.partition].append(record)
-                    for p, batch in by_partition.items():
-                        codes = node.store.apply(p, batch)
-                        self._post(node._on_applied, p, batch, codes)
-                        node.metrics.events_applied.inc(len(batch))
-                if self._reset_requested.is_set():
-                    self._reset_requested.clear()
-                    node.store.verify()
-            except StoreResetError as exc:
-                log.warning("%s: rebuilding every partition from the event log", exc)
-                node.store.claim(wipe=True)
-                self._post(node._on_reset, list(self._partitions))
-                with self._lock:
-                    if self._pending is None:
-                        self._pending = list(self._partitions)
-            except LogUnavailableError as exc:
-                log.warning("%s; retrying", exc)
-                self._post(node._on_fatal, f"{exc}; writes are refused until it is back")
-                self._recover()
-            except StoreFullError as exc:
-                self._post(node._on_fatal, f"{exc}; the node stopped applying events")
-                self._recover()
+                self._step()
+                if self._errored:
+                    self._errored = False
+                    self._post(self.node._on_applier_error, None)
             except Exception as exc:
-                log.exception("applier error; re-reading from the stored offsets")
-                self._post(node._on_fatal, f"applier error: {exc}")
+                self._errored = True
+                try:
+                    self._handle(exc)
+                except Exception:
+                    log.exception("recovering from an applier error failed; retrying")
                 self._recover()
+
+    def _handle(self, exc: Exception) -> None:
+        node = self.node
+        # Whatever the store did before failing, the cache must not outlive it.
+        self._post(node._forget_all)
+        if isinstance(exc, StoreResetError):
+            log.warning("%s: rebuilding every partition from the event log", exc)
+            node.store.claim(wipe=True)
+            self._post(node._on_reset, list(self._partitions))
+            self._errored = False
+        elif isinstance(exc, LogUnavailableError):
+            log.warning("%s; retrying", exc)
+            self._post(node._on_applier_error, f"{exc}; writes are refused until it is back")
+        elif isinstance(exc, StoreFullError):
+            self._post(node._on_applier_error, f"{exc}; the node stopped applying events")
+        else:
+            log.error("applier error; re-reading from the stored offsets", exc_info=exc)
+            self._post(node._on_applier_error, f"applier error: {exc}")
 
     def _recover(self) -> None:
         """After a failure, read again from what the store has applied (never skip)."""
         self._stop_flag.wait(1.0)
         with self._lock:
             if self._pending is None:
-                self._pending = list(self._partitions)
+                self._pending = list(self._target)

@@ -226,6 +226,9 @@ class RedisStore:
     def drop_partition(self, partition: int) -> None:
         """Remove every key of a partition this node no longer owns."""
         r = self._sync
+        # The offset goes first: should this stop halfway, the partition is
+        # replayed from the start if it ever comes back, never resumed mid-way.
+        r.delete(f"am:applied:{partition}", f"am:t:{partition}")
         for agent_path in r.smembers(f"am:a:{partition}"):
             agent = _text(agent_path)
             keys = [_text(k) for k in r.smembers(f"am:i:{agent}")]
