@@ -398,3 +398,19 @@ def test_hand_edits_are_restored_and_foreign_fields_kept(
     assert svc["metadata"]["annotations"]["team.example.com/owner"] == "ml-platform"
     managers = {m["manager"] for m in svc["metadata"]["managedFields"]}
     assert "agentmem-operator" in managers
+
+
+def test_a_deleted_directory_comes_back_at_a_higher_epoch(
+    controlplane: ControlPlane, operator: Operator
+) -> None:
+    kubectl, ns = controlplane.kubectl, operator.namespace
+    kubectl.apply(cluster(), ns)
+    wait_ready(kubectl, ns)
+    before = directory(kubectl, ns)
+    assert before is not None and before.epoch == 1
+    kubectl.run("delete", "configmap", naming.directory_name("demo"), "-n", ns)
+    after = wait_until("the directory again", lambda: directory(kubectl, ns))
+    # clients holding epoch 1 must never see a directory older than theirs
+    assert after.epoch == 2
+    assert after.table == before.table
+    wait_ready(kubectl, ns)

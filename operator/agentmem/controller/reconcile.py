@@ -9,6 +9,7 @@ deleted only once the directory assigns it no partition.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -143,7 +144,11 @@ class Reconciler:
             "v1", "ConfigMap", cluster.namespace, naming.directory_name(cluster.name)
         )
         if cm is None:
-            return initial_directory(cluster)
+            directory = initial_directory(cluster)
+            if cluster.status.directory_epoch >= directory.epoch:
+                # The ConfigMap was deleted: start above every epoch clients may hold.
+                directory = dataclasses.replace(directory, epoch=cluster.status.directory_epoch + 1)
+            return directory
         try:
             directory = directory_from_configmap(cm)
         except (DirectoryError, KeyError) as exc:
@@ -317,7 +322,18 @@ class Reconciler:
                 if not self._caught_up(cluster, targets):
                     self._check_warmup_timeout(cluster, reb, targets, seen)
                     return reb, directory
-                directory = directory.commit(epoch, moves, entries)
+                try:
+                    directory = directory.commit(epoch, moves, entries)
+                except DirectoryError as exc:
+                    # The directory changed under the plan (e.g. it was re-created).
+                    self._checkpoint(body, None)
+                    self.emit(
+                        body,
+                        "Warning",
+                        "RebalanceAbandoned",
+                        f"{exc}; the rebalance is planned again from epoch {directory.epoch}",
+                    )
+                    return None, directory
                 self._write_directory(body, cluster, directory)
                 METRICS.directory_epoch.labels(cluster.namespace, cluster.name).set(epoch)
                 self.emit(
