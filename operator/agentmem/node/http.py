@@ -352,6 +352,10 @@ async def watch(request: web.Request) -> web.StreamResponse:
             if not entry:
                 await response.write(b": heartbeat\n\n")
                 continue
+            if entry.get("overflow"):
+                data = json.dumps({"resume_after": entry["resume_after"]})
+                await response.write(f"event: overflow\ndata: {data}\n\n".encode())
+                break
             data = json.dumps(entry, separators=(",", ":"))
             await response.write(
                 f"id: {entry['version']}\nevent: change\ndata: {data}\n\n".encode()

@@ -136,6 +136,9 @@ def now_ms() -> int:
 class Node:
     """One memory node (one replica of one shard)."""
 
+    #: Changes a watcher may fall behind before its stream ends with "overflow".
+    WATCH_QUEUE = 10_000
+
     def __init__(
         self,
         config: NodeConfig,
@@ -160,6 +163,7 @@ class Node:
         self._outcomes: OrderedDict[tuple[int, int], str] = OrderedDict()
         self._applied_waiters: dict[int, list[tuple[int, asyncio.Future[None]]]] = defaultdict(list)
         self._watchers: dict[str, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
+        self._overflowed: set[asyncio.Queue[dict[str, Any]]] = set()
         self._applier: _Applier | None = None
         self._sampler: _Sampler | None = None
         self._directory_task: asyncio.Task[None] | None = None
@@ -743,19 +747,23 @@ class Node:
             return
         entry = _entry(event, partition, record)
         for queue in list(queues):
-            with contextlib.suppress(asyncio.QueueFull):
+            try:
                 queue.put_nowait(entry)
+            except asyncio.QueueFull:
+                self._overflowed.add(queue)
 
     async def watch(
         self, tenant: str, agent: str, after: int | None, client_epoch: int | None = None
     ) -> AsyncIterator[dict[str, Any]]:
         """Changes of an agent's keys as they are applied; from ``after`` when given.
 
-        Yields an empty dict as a heartbeat when nothing changed for a while.
+        Yields an empty dict as a heartbeat when nothing changed for a while, and
+        ends with ``{"overflow": True, "resume_after": version}`` when the watcher
+        fell more than the queue's length behind (it resumes with ``after``).
         """
         p = self.route(Address(tenant, agent, "_"), client_epoch)
         agent_path = f"{tenant}/{agent}"
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=10_000)
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=self.WATCH_QUEUE)
         self._watchers[agent_path].add(queue)
         try:
             last = after if after is not None else self.applied.get(p, -1)
@@ -780,7 +788,12 @@ class Node:
                 if entry["offset"] > last:
                     last = entry["offset"]
                     yield entry
+                if queue in self._overflowed and queue.empty():
+                    # The watcher fell too far behind: say where to resume, then end.
+                    yield {"overflow": True, "resume_after": f"{p}:{last}"}
+                    return
         finally:
+            self._overflowed.discard(queue)
             self._watchers[agent_path].discard(queue)
             if not self._watchers[agent_path]:
                 del self._watchers[agent_path]
