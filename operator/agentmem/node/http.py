@@ -14,6 +14,7 @@ import json
 import re
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -228,43 +229,54 @@ async def _write_response(node: Node, addr: Address, result: Any) -> web.Respons
     return web.json_response(body, headers=_headers(node, version))
 
 
-@answers_errors
-async def put_key(request: web.Request) -> web.Response:
+@dataclass(frozen=True)
+class _Write:
+    """What every write request carries besides its body, checked before anything else."""
+
+    node: Node
+    addr: Address
+    expect: Expect
+    rid: str
+    actor: str
+    epoch: int | None
+
+
+def _write(request: web.Request) -> _Write:
     node = _node(request)
     addr = _address(request)
-    partition = node.route(addr, _epoch(request))
-    expect = _expect(request, partition)
-    ttl = _ttl(request)
-    rid, actor = _request_id(request), _actor(request)
-    value = await _body(request, (JSON,))
-    result = await node.append(
-        addr, "put", value, expect, now_ms() + ttl if ttl else None, rid, actor, _epoch(request)
+    epoch = _epoch(request)
+    partition = node.route(addr, epoch)
+    return _Write(
+        node, addr, _expect(request, partition), _request_id(request), _actor(request), epoch
     )
-    return await _write_response(node, addr, result)
+
+
+@answers_errors
+async def put_key(request: web.Request) -> web.Response:
+    w = _write(request)
+    ttl = _ttl(request)
+    value = await _body(request, (JSON,))
+    expires_at = now_ms() + ttl if ttl else None
+    result = await w.node.append(
+        w.addr, "put", value, w.expect, expires_at, w.rid, w.actor, w.epoch
+    )
+    return await _write_response(w.node, w.addr, result)
 
 
 @answers_errors
 async def patch_key(request: web.Request) -> web.Response:
-    node = _node(request)
-    addr = _address(request)
-    partition = node.route(addr, _epoch(request))
-    expect = _expect(request, partition)
+    w = _write(request)
     ttl = _ttl(request)
-    rid, actor = _request_id(request), _actor(request)
     patch = json.loads(await _body(request, (MERGE_PATCH, JSON)))
-    result = await node.merge(addr, patch, expect, ttl, rid, actor, _epoch(request))
-    return await _write_response(node, addr, result)
+    result = await w.node.merge(w.addr, patch, w.expect, ttl, w.rid, w.actor, w.epoch)
+    return await _write_response(w.node, w.addr, result)
 
 
 @answers_errors
 async def delete_key(request: web.Request) -> web.Response:
-    node = _node(request)
-    addr = _address(request)
-    partition = node.route(addr, _epoch(request))
-    expect = _expect(request, partition)
-    rid, actor = _request_id(request), _actor(request)
-    result = await node.append(addr, "delete", None, expect, None, rid, actor, _epoch(request))
-    return await _write_response(node, addr, result)
+    w = _write(request)
+    result = await w.node.append(w.addr, "delete", None, w.expect, None, w.rid, w.actor, w.epoch)
+    return await _write_response(w.node, w.addr, result)
 
 
 @answers_errors
