@@ -35,10 +35,10 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from tests.controlplane.conftest import free_port
 from tests.kafka.conftest import Broker, NodeProcess, RedisServer
 
+from agentmem.eventlog.events import Event
 from agentmem.eventlog.kafka import TopicSpec, ensure_topic
-from agentmem.node.adapters.kafka_log import KafkaReader
-from agentmem.node.adapters.redis_store import RedisStore
-from agentmem.node.events import Event
+from agentmem.eventlog.kafka_log import KafkaReader
+from agentmem.node.state.redis import RedisState
 
 PARTITIONS = 8
 AGENTS = 1000
@@ -193,7 +193,7 @@ def replay(bootstrap: str, redis_url: str, events: int) -> float:
         if i % 10000 == 0:
             producer.poll(0)
     producer.flush(60)
-    store = RedisStore(redis_url)
+    store = RedisState(redis_url)
     store._sync.flushall()
     store.claim()
     reader = KafkaReader(settings, topic, fetch_wait_ms=100)

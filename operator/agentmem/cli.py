@@ -68,23 +68,40 @@ def operator(args: argparse.Namespace) -> int:
 
 def node(args: argparse.Namespace) -> int:
     """Run a memory node until SIGTERM."""
-    from agentmem.node.main import NodeOptions, run
+    from agentmem.node.main import run
+    from agentmem.node.settings import NodeSettings
 
     if args.partitions is None:
         print("agentmem node: set --partitions or AGENTMEM_PARTITIONS", file=sys.stderr)
         return 2
+    options = {}
+    for pair in args.store_option or []:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            print(f"agentmem node: --store-option {pair!r} is not NAME=VALUE", file=sys.stderr)
+            return 2
+        options[name] = value
     return run(
-        NodeOptions(
+        NodeSettings(
+            partitions=args.partitions,
             listen=args.listen,
             log=args.log,
             state=args.state,
+            store=args.store,
+            store_schema=args.store_schema,
+            store_pool_size=args.store_pool_size,
+            store_options=options,
             topic=args.topic,
-            partitions=args.partitions,
             shard=args.shard,
             cluster=args.cluster,
+            namespace=args.namespace,
+            cluster_uid=args.cluster_uid,
             directory_file=args.directory_file,
             max_value_bytes=args.max_value_bytes,
             consistency=args.consistency,
+            dedup_window_seconds=args.dedup_window_seconds,
+            max_request_ids=args.max_request_ids,
+            audit_window_seconds=args.audit_window_seconds,
         )
     )
 
@@ -171,8 +188,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--partitions", type=int, default=_env_int("AGENTMEM_PARTITIONS"), help="the cluster's P"
     )
+    p.add_argument(
+        "--store",
+        default=env("AGENTMEM_STORE_URL", ""),
+        help="durable store: a postgresql:// URL or sqlite:PATH; none: the log is the state",
+    )
+    p.add_argument(
+        "--store-schema",
+        default=env("AGENTMEM_STORE_SCHEMA", ""),
+        help="PostgreSQL schema of this cluster (default agentmem_<namespace>_<cluster>)",
+    )
+    p.add_argument("--store-pool-size", type=int, default=_env_int("AGENTMEM_STORE_POOL_SIZE") or 4)
+    p.add_argument(
+        "--store-option",
+        action="append",
+        default=[o for o in env("AGENTMEM_STORE_OPTIONS", "").split(",") if o],
+        metavar="NAME=VALUE",
+        help="a connection setting of the store, e.g. sslmode=verify-full (repeatable)",
+    )
     p.add_argument("--shard", type=int, default=_env_int("AGENTMEM_SHARD") or 0)
     p.add_argument("--cluster", default=env("AGENTMEM_CLUSTER", "agentmem"))
+    p.add_argument("--namespace", default=env("AGENTMEM_NAMESPACE", "default"))
+    p.add_argument(
+        "--cluster-uid",
+        default=env("AGENTMEM_CLUSTER_UID", ""),
+        help="the cluster's identity in the store (default <namespace>/<cluster>)",
+    )
     p.add_argument(
         "--directory-file",
         default=env("AGENTMEM_DIRECTORY_FILE"),
@@ -189,6 +230,24 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["eventual", "session", "strong"],
         default=env("AGENTMEM_CONSISTENCY", "session"),
         help="read consistency when a request names none",
+    )
+    p.add_argument(
+        "--dedup-window-seconds",
+        type=int,
+        default=_env_int("AGENTMEM_DEDUP_WINDOW_SECONDS") or 600,
+        help="how long a client's request id is remembered (by log time)",
+    )
+    p.add_argument(
+        "--max-request-ids",
+        type=int,
+        default=_env_int("AGENTMEM_MAX_REQUEST_IDS") or 100_000,
+        help="request ids remembered per partition before new ones are refused",
+    )
+    p.add_argument(
+        "--audit-window-seconds",
+        type=int,
+        default=_env_int("AGENTMEM_AUDIT_WINDOW_SECONDS") or 7 * 24 * 3600,
+        help="history the log keeps whatever the durable store reflects",
     )
     p.set_defaults(func=node)
 

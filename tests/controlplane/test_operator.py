@@ -101,10 +101,34 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         "spec.eventLog.kafka.config.auditWindowHours",
     ),
     (
-        "compaction turned off",
-        kafka(topicManagement="direct", config={"extra": {"cleanup.policy": "delete"}}),
+        "cleanup policy overridden",
+        kafka(topicManagement="direct", config={"extra": {"cleanup.policy": "compact"}}),
         "must not set cleanup.policy",
     ),
+    (
+        "retention backstop inside the audit window",
+        kafka(
+            topicManagement="direct",
+            config={"auditWindowHours": 200, "retentionBackstopHours": 100},
+        ),
+        "retentionBackstopHours must be greater than",
+    ),
+    ("store without a URL", {"spec": {"store": {"poolSize": 2}}}, "spec.store.urlSecret"),
+    (
+        "store schema not an identifier",
+        {"spec": {"store": {"urlSecret": {"name": "pg", "key": "url"}, "schemaName": "a-b"}}},
+        "spec.store.schemaName",
+    ),
+    (
+        "store verified without a CA",
+        {
+            "spec": {
+                "store": {"urlSecret": {"name": "pg", "key": "url"}, "tls": {"mode": "verify-ca"}}
+            }
+        },
+        "spec.store.tls.caSecret is required",
+    ),
+    ("dedup window of a day and more", {"spec": {"dedup": {"windowSeconds": 90000}}}, "spec.dedup"),
     (
         "min ISR above replicas",
         kafka(topicManagement="direct", replicas=1),

@@ -37,8 +37,9 @@ def test_direct_mode_creates_the_topic(
     assert len(admin.list_topics(topic, timeout=10).topics[topic].partitions) == 12
     resource = ConfigResource(ResourceType.TOPIC, topic)
     configs = admin.describe_configs([resource])[resource].result(10)
-    assert configs["cleanup.policy"].value == "compact"
-    assert configs["min.compaction.lag.ms"].value == str(168 * 3600 * 1000)
+    assert configs["cleanup.policy"].value == "delete"
+    assert configs["retention.ms"].value == "-1"  # no durable store: the log is the state
+    assert obj["status"]["durability"] == "LogOnly"
     assert kubectl.get("kafkatopic", topic, ns) is None  # no KafkaTopic in direct mode
 
 

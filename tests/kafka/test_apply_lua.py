@@ -9,10 +9,10 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentmem.node.adapters.redis_store import RedisStore
+from agentmem.eventlog.events import Event
+from agentmem.eventlog.ports import LogRecord
 from agentmem.node.apply import MemoryState
-from agentmem.node.events import Event
-from agentmem.node.ports import LogRecord
+from agentmem.node.state.redis import RedisState
 from tests.kafka.conftest import RedisServer
 from tests.unit.test_apply import T0, event, logs, materialize
 
@@ -42,7 +42,7 @@ def test_lua_script_matches_the_reference_on_edge_cases(
     for case in EDGE_CASES:
         with redis.Redis(port=server.port) as client:
             client.flushall()
-        store = RedisStore(server.url)
+        store = RedisState(server.url)
         store.claim()
         reference = MemoryState()
         expected = reference.apply_batch(3, case)
@@ -61,7 +61,7 @@ def test_lua_script_matches_the_reference(redis_factory: Callable[..., RedisServ
     )
     def check(spec: list[Any], sizes: list[int]) -> None:
         client.flushall()
-        store = RedisStore(server.url)
+        store = RedisState(server.url)
         store.claim()
         reference = MemoryState()
         log = materialize(spec)

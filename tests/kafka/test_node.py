@@ -15,7 +15,7 @@ import redis
 
 from agentmem.directory import partition_for
 from agentmem.eventlog.kafka import TopicMismatchError, TopicSpec, ensure_topic
-from agentmem.node.adapters.redis_store import RedisStore
+from agentmem.node.state.redis import RedisState
 from tests.kafka.conftest import PARTITIONS, Broker, Client, NodeProcess, RedisServer, run
 
 NodeFactory = Callable[..., NodeProcess]
@@ -283,7 +283,7 @@ def test_two_nodes_race_compare_and_set(
 
     run(scenario())
     time.sleep(0.5)
-    store_a, store_b = RedisStore(redis_a.url), RedisStore(redis_b.url)
+    store_a, store_b = RedisState(redis_a.url), RedisState(redis_b.url)
     assert store_a.snapshot() == store_b.snapshot()
     store_a.close_sync()
     store_b.close_sync()
@@ -357,7 +357,7 @@ def test_node_rebuilds_an_emptied_store_and_is_unready_meanwhile(
             return out
 
     before = run(fill())
-    reader = RedisStore(store.url)
+    reader = RedisState(store.url)
     snapshot = reader.snapshot()
     with redis.Redis(port=store.port) as client:
         client.flushall()
@@ -499,8 +499,8 @@ def test_direct_topic_management(kafka: Broker) -> None:
     assert len(admin.list_topics(cluster.topic, timeout=10).topics[cluster.topic].partitions) == 12
     resource = ConfigResource(ResourceType.TOPIC, cluster.topic)
     configs = admin.describe_configs([resource])[resource].result(10)
-    assert configs["cleanup.policy"].value == "compact"
-    assert configs["min.compaction.lag.ms"].value == str(48 * 3600 * 1000)
+    assert configs["cleanup.policy"].value == "delete"
+    assert configs["retention.ms"].value == "-1"  # no durable store: the log is the state
     assert configs["message.timestamp.type"].value == "LogAppendTime"
 
     wrong = TopicSpec(cluster.topic, 16, 1, {})
@@ -545,7 +545,7 @@ def test_restarted_node_drops_partitions_it_no_longer_owns(
     path.write_text(Directory("demo", "ns", topic, 2, table, shards).to_json())
     node.options.update(shard="0", directory_file=str(path))
     node.start()
-    reader = RedisStore(store.url)
+    reader = RedisState(store.url)
     kept = {int(k.decode().rsplit(":", 1)[1]) for k in reader._sync.keys("am:applied:*")}
     reader.close_sync()
     assert kept == {p for p in range(PARTITIONS) if p % 2 == 0}

@@ -8,8 +8,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentmem.node.apply import DEDUP_WINDOW_MS, MemoryState, Outcome, merge_patch
-from agentmem.node.events import Event, EventDecodeError
+from agentmem.eventlog.events import Event, EventDecodeError
+from agentmem.node.apply import DEFAULT_DEDUP_WINDOW_MS, MemoryState, Outcome, merge_patch
 
 T0 = 1_800_000_000_000
 
@@ -127,7 +127,7 @@ def test_request_ids_deduplicate_within_the_window() -> None:
     assert s.apply(0, 0, T0, event(rid="r", value=1)) == "a:0"
     assert s.apply(0, 1, T0 + 5, event(rid="r", value=2)) == "da:0"
     assert s.records["t/a/k"].value == "1"
-    assert s.apply(0, 2, T0 + DEDUP_WINDOW_MS, event(rid="r", value=3)) == "a:2"
+    assert s.apply(0, 2, T0 + DEFAULT_DEDUP_WINDOW_MS, event(rid="r", value=3)) == "a:2"
     assert s.apply(0, 3, T0, event(rid="c", expect=99)) == "c:2"
     assert s.apply(0, 4, T0, event(rid="c")) == "dc:2"  # a retry returns the first outcome
 

@@ -274,14 +274,54 @@ def test_kafka_topic(example: dict[str, Any], version: str) -> None:
     assert "topicName" not in topic["spec"]
     assert topic["spec"]["config"] == topic_config(cluster)
     assert topic_config(cluster) == {
-        "cleanup.policy": "compact",
+        "cleanup.policy": "delete",
         "message.timestamp.type": "LogAppendTime",
-        "min.compaction.lag.ms": str(24 * 3600 * 1000),
+        "retention.ms": "-1",  # no durable store: the log is the state
+        "retention.bytes": "-1",
         "segment.ms": str(24 * 3600 * 1000),
         "max.message.bytes": "1048576",
         "min.insync.replicas": "2",
         "compression.type": "zstd",
     }
+
+
+def test_a_durable_store_is_wired_into_the_nodes_and_bounds_the_topic(
+    example: dict[str, Any],
+) -> None:
+    cluster = with_spec(
+        example,
+        store={
+            "urlSecret": {"name": "pg", "key": "url"},
+            "schemaName": "memory_demo",
+            "tls": {"mode": "verify-full", "caSecret": {"name": "pg-ca", "key": "ca.crt"}},
+        },
+        dedup={"windowSeconds": 120},
+    )
+    config = topic_config(cluster)
+    assert config["cleanup.policy"] == "delete"
+    assert config["retention.ms"] == str(720 * 3600 * 1000)  # the backstop
+    assert "min.compaction.lag.ms" not in config
+    pod = shard_statefulset(cluster, 0)["spec"]["template"]["spec"]
+    node = pod["containers"][0]
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in node["env"]}
+    assert env["AGENTMEM_STORE_URL"] == {"secretKeyRef": {"name": "pg", "key": "url"}}
+    assert env["AGENTMEM_STORE_SCHEMA"] == "memory_demo"
+    assert env["AGENTMEM_STORE_OPTIONS"] == (
+        "sslmode=verify-full,sslrootcert=/etc/agentmem/store-tls/ca.crt"
+    )
+    assert env["AGENTMEM_DEDUP_WINDOW_SECONDS"] == "120"
+    assert env["AGENTMEM_AUDIT_WINDOW_SECONDS"] == str(168 * 3600)
+    assert {"name": "store-tls", "mountPath": "/etc/agentmem/store-tls", "readOnly": True} in (
+        node["volumeMounts"]
+    )
+    volume = next(v for v in pod["volumes"] if v["name"] == "store-tls")
+    assert volume["secret"] == {
+        "secretName": "pg-ca",
+        "items": [{"key": "ca.crt", "path": "ca.crt"}],
+    }
+    without = shard_statefulset(with_spec(example), 0)["spec"]["template"]["spec"]
+    names = {e["name"] for e in without["containers"][0]["env"]}
+    assert not any(n.startswith("AGENTMEM_STORE") for n in names)
 
 
 def test_topic_name_that_is_not_a_kubernetes_name(example: dict[str, Any]) -> None:

@@ -536,6 +536,7 @@ class Reconciler:
             ),
             directory_epoch=directory.epoch if directory is not None else old.directory_epoch,
             topic=cluster.topic,
+            durability="Store" if cluster.spec.store is not None else "LogOnly",
             conditions=conds,
             rebalance=reb,
             last_rebalance=old.last_rebalance,

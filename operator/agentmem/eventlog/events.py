@@ -2,20 +2,25 @@
 
 An event carries everything its apply needs, so every replica reaches the same
 state: the operation, the whole new value (a merge patch is resolved by the
-accepting node into the full value, checked with compare-and-set, so the
-newest event of a key alone rebuilds it after compaction), the expected
-version, the absolute expiry, the request id, actor, time and schema version.
+accepting node into the full value, checked with compare-and-set), the
+expected version, the absolute expiry, the request id, actor, time and schema
+version.
 
 The value travels as JSON text and is stored verbatim, so numbers keep their
 exact form and reads return the bytes that were written.
 
 Encoding (JSON object, ``v`` = 1)::
 
-    {"v": 1, "op": "put" | "merge" | "delete",
+    {"v": 1, "op": "put" | "merge" | "delete" | "tick",
      "tenant": "acme", "agent": "a-1", "key": "plan",
      "value": "<JSON text>" | null,
      "expect": null | "absent" | <offset of the key's current version>,
-     "expires_at": <unix ms> | null, "rid": "<request id>", "actor": "...", "ts": <unix ms>}
+     "expires_at": <unix ms> | null, "rid": "<request id>" | "", "actor": "...", "ts": <unix ms>}
+
+A ``tick`` event changes no key: it only moves the partition's log time
+forward, so records and request ids that expired on a partition nobody writes
+are cleaned up by log time like everywhere else. Its tenant, agent and key are
+empty.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from typing import Any, Final, Literal
 
 SCHEMA_VERSION: Final = 1
 
-Op = Literal["put", "merge", "delete"]
+Op = Literal["put", "merge", "delete", "tick"]
+OPS: Final = ("put", "merge", "delete", "tick")
 Expect = None | Literal["absent"] | int
 
 
@@ -47,9 +53,18 @@ class Event:
     actor: str
     ts: int
 
+    @classmethod
+    def tick(cls, ts: int, actor: str = "") -> Event:
+        return cls("tick", "", "", "", None, None, None, "", actor, ts)
+
     @property
     def path(self) -> str:
         return f"{self.tenant}/{self.agent}/{self.key}"
+
+    @property
+    def rid_key(self) -> str:
+        """The request id's name within its partition (a tenant contains no '/')."""
+        return f"{self.tenant}/{self.rid}"
 
     def encode(self) -> bytes:
         return json.dumps(
@@ -80,9 +95,7 @@ class Event:
             raise EventDecodeError(f"unknown event schema version {version!r}")
         try:
             texts = ("tenant", "agent", "key", "rid", "actor")
-            if data["op"] not in ("put", "merge", "delete") or not all(
-                isinstance(data[name], str) for name in texts
-            ):
+            if data["op"] not in OPS or not all(isinstance(data[name], str) for name in texts):
                 raise EventDecodeError("an event field has the wrong type")
             return cls(
                 op=data["op"],

@@ -1,21 +1,20 @@
-"""The node's two ports: the event log and the state store.
+"""The event log's ports: appending, reading in order, and administering partitions.
 
-Production adapters: Kafka (:mod:`agentmem.node.adapters.kafka_log`) and Redis
-(:mod:`agentmem.node.adapters.redis_store`). Embedded adapters, for running
-without servers: SQLite (:mod:`agentmem.node.adapters.sqlite_log`) and process
-memory (:mod:`agentmem.node.adapters.memory_store`).
+Production adapters are Kafka (:mod:`agentmem.eventlog.kafka_log`); the
+embedded ones SQLite (:mod:`agentmem.eventlog.sqlite_log`). Offsets are
+per partition and start at 0; a partition's *low watermark* is its first
+offset still in the log, its *high watermark* the offset the next event gets.
 
-Log readers and the store's apply side are blocking and used from the single
-applier thread; the store's read side is async and used by request handlers.
+Readers are blocking and belong to one thread each; the admin side is safe to
+call from any thread.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
-
-from agentmem.node.apply import Record
 
 
 @dataclass(frozen=True)
@@ -28,15 +27,24 @@ class LogRecord:
 
 
 class LogUnavailableError(RuntimeError):
-    """The log did not take a write in time; the write may be retried (503)."""
+    """The log could not be reached or did not take a write in time; retry (503)."""
 
 
-class StoreFullError(RuntimeError):
-    """The state store refuses writes: it is out of memory."""
+class LogGapError(RuntimeError):
+    """The log no longer holds an offset that a reader needs.
 
+    The events before ``start`` were removed (agentmem truncates only what the
+    durable store reflects, so this means the state to continue from is gone).
+    """
 
-class StoreResetError(RuntimeError):
-    """The state store lost its contents (flushed or replaced); the node must rebuild."""
+    def __init__(self, partition: int, wanted: int, start: int) -> None:
+        super().__init__(
+            f"partition {partition} of the event log starts at offset {start}, but offset "
+            f"{wanted} is needed: events {wanted}..{start - 1} are gone"
+        )
+        self.partition = partition
+        self.wanted = wanted
+        self.start = start
 
 
 class LogWriter(Protocol):
@@ -49,42 +57,71 @@ class LogWriter(Protocol):
 
 class LogReader(Protocol):
     def assign(self, starts: dict[int, int]) -> None:
-        """Read these partitions from these offsets (replacing any earlier assignment)."""
+        """Read these partitions from these offsets (replacing any earlier assignment).
+
+        A start below the partition's low watermark makes :meth:`poll` raise
+        :class:`LogGapError`: a reader never skips an event silently.
+        """
         ...
 
-    def poll(self, max_records: int, timeout: float) -> list[LogRecord]: ...
-
-    def high_watermarks(self, partitions: Sequence[int]) -> dict[int, int]:
-        """The offset the next event of each partition will get."""
-        ...
-
-    def partition_count(self) -> int:
-        """Partitions of the log (the topic), to check against the cluster's."""
-        ...
-
-    def scan(self, partition: int, start: int, end: int, max_records: int) -> list[LogRecord]:
-        """Records of one partition with offsets in [start, end), oldest first."""
+    def poll(self, max_records: int, timeout: float) -> list[LogRecord]:
+        """Records of the assigned partitions, each partition's in offset order."""
         ...
 
     def close(self) -> None: ...
 
 
-class StateStore(Protocol):
-    # applier thread
-    def check(self) -> None: ...
-    def claim(self, wipe: bool = False) -> None: ...
-    def verify(self) -> None: ...
-    def applied_offsets(self, partitions: Sequence[int]) -> dict[int, int]: ...
-    def apply(self, partition: int, records: Sequence[LogRecord]) -> list[str | None]: ...
-    def drop_partition(self, partition: int) -> None: ...
-    def stored_partitions(self) -> list[int]: ...
-    def log_times(self, partitions: Sequence[int]) -> dict[int, int]: ...
-    def memory(self) -> tuple[int, int]: ...
+class LogAdmin(Protocol):
+    def topic_id(self) -> str:
+        """The identity of this log: a re-created topic gets a new one."""
+        ...
 
-    # request path
-    async def get(self, path: str) -> Record | None: ...
-    async def get_many(self, paths: Sequence[str]) -> list[Record | None]: ...
-    async def keys(self, agent_path: str) -> list[str]: ...
-    async def applied(self, partition: int) -> int: ...
-    async def ping(self) -> bool: ...
-    async def aclose(self) -> None: ...
+    def partition_count(self) -> int: ...
+
+    def watermarks(self, partitions: Sequence[int]) -> dict[int, tuple[int, int]]:
+        """(low, high) watermark of each partition."""
+        ...
+
+    def high_watermarks(self, partitions: Sequence[int]) -> dict[int, int]:
+        """The offset the next event of each partition will get."""
+        ...
+
+    def offset_for_time(self, partition: int, timestamp_ms: int) -> int:
+        """The first offset whose log time is at or after ``timestamp_ms`` (else the high)."""
+        ...
+
+    def truncate(self, partition: int, before: int) -> None:
+        """Remove the events of a partition with offsets below ``before``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def read_range(
+    reader: LogReader, partition: int, start: int, end: int, max_records: int, idle: float = 5
+) -> list[LogRecord]:
+    """Up to ``max_records`` records of one partition with offsets in [start, end), in order.
+
+    The reader must be assigned to ``partition`` at ``start``. Gives up after
+    ``idle`` seconds without a record (``end`` should be at most the high
+    watermark). Records read past ``end`` are dropped: assign again to go on.
+    """
+    out: list[LogRecord] = []
+    if start >= end:
+        return out
+    deadline = time.monotonic() + idle
+    while len(out) < max_records:
+        batch = reader.poll(max_records - len(out), 0.1)
+        if batch:
+            deadline = time.monotonic() + idle
+        elif time.monotonic() > deadline:
+            break
+        for record in batch:
+            if record.partition != partition or record.offset < start:
+                continue
+            if record.offset >= end:
+                return out
+            out.append(record)
+            if record.offset == end - 1:
+                return out
+    return out

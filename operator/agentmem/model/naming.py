@@ -142,6 +142,8 @@ METRIC_EVENT_LAG_SECONDS: Final = "memory_node_event_lag_seconds"
 METRIC_EVENT_LAG_MESSAGES: Final = "memory_node_event_lag_messages"
 METRIC_REDIS_USED: Final = "memory_node_redis_used_memory_bytes"
 METRIC_REDIS_MAX: Final = "memory_node_redis_max_memory_bytes"
+METRIC_STORE_LAG_MESSAGES: Final = "memory_node_store_lag_messages"
+METRIC_STORE_LAG_SECONDS: Final = "memory_node_store_lag_seconds"
 
 #: Label on the Services that the ServiceMonitor scrapes.
 SCRAPE_LABEL: Final = f"{GROUP}/scrape"

@@ -144,22 +144,45 @@ class Strimzi(Model):
 
 
 class TopicConfig(Model):
-    """Configuration of the event topic. The topic is always compacted by key."""
+    """Configuration of the event topic. Events are deleted, never compacted."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            cel(
+                "!has(self.retentionBackstopHours) || !has(self.auditWindowHours) || "
+                "self.retentionBackstopHours > self.auditWindowHours",
+                "spec.eventLog.kafka.config.retentionBackstopHours must be greater than "
+                "spec.eventLog.kafka.config.auditWindowHours",
+                ".retentionBackstopHours",
+            )
+        )
+    )
 
     audit_window_hours: int = Field(
         168,
         ge=1,
         le=87600,
         description=(
-            "Hours the full history of every key stays in the log (min.compaction.lag.ms). "
-            "Older events are compacted away except the newest event per key."
+            "Hours of full history the log keeps (the agents' history endpoint reads it). "
+            "With spec.store, agentmem truncates each partition behind the durable store but "
+            "never inside this window; without a store the log is never truncated."
+        ),
+    )
+    retention_backstop_hours: int = Field(
+        720,
+        ge=2,
+        le=876000,
+        description=(
+            "The broker's own retention (retention.ms) when spec.store is set: a distant "
+            "backstop only, agentmem truncates the log itself long before. Without a store "
+            "the topic keeps every event (retention.ms=-1)."
         ),
     )
     segment_hours: int = Field(
         24,
         ge=1,
         le=8760,
-        description="Hours after which a log segment is closed and eligible for compaction.",
+        description="Hours after which a log segment is closed (segment.ms).",
     )
     max_message_bytes: int = Field(
         1048576,
@@ -173,13 +196,24 @@ class TopicConfig(Model):
         description="Further topic configuration entries, passed through as they are.",
         json_schema_extra=rules(
             cel(
-                "!('cleanup.policy' in self) && !('min.compaction.lag.ms' in self)",
-                "spec.eventLog.kafka.config.extra must not set cleanup.policy or "
-                "min.compaction.lag.ms: the event log is always compacted and the audit "
-                "window is spec.eventLog.kafka.config.auditWindowHours",
+                "!('cleanup.policy' in self) && !('retention.ms' in self) && "
+                "!('retention.bytes' in self) && !('min.compaction.lag.ms' in self)",
+                "spec.eventLog.kafka.config.extra must not set cleanup.policy, retention.ms, "
+                "retention.bytes or min.compaction.lag.ms: events are deleted only behind the "
+                "durable store (see spec.eventLog.kafka.config.auditWindowHours and "
+                "retentionBackstopHours)",
             )
         ),
     )
+
+    @model_validator(mode="after")
+    def _check(self) -> TopicConfig:
+        if self.retention_backstop_hours <= self.audit_window_hours:
+            raise ValueError(
+                "spec.eventLog.kafka.config.retentionBackstopHours must be greater than "
+                "spec.eventLog.kafka.config.auditWindowHours"
+            )
+        return self
 
 
 class SecretKeyRef(Model):
@@ -284,6 +318,94 @@ class EventLog(Model):
     """Where the events (the source of truth) are stored."""
 
     kafka: Kafka = Field(description="The Kafka event log.")
+
+
+SCHEMA_NAME_PATTERN = r"^[a-z_][a-z0-9_]{0,62}$"
+
+
+class StoreTls(Model):
+    """TLS to the durable store (libpq's sslmode)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            cel(
+                "!has(self.mode) || !(self.mode in ['verify-ca', 'verify-full']) || "
+                "has(self.caSecret)",
+                "spec.store.tls.caSecret is required when spec.store.tls.mode is verify-ca or "
+                "verify-full",
+                ".caSecret",
+            )
+        )
+    )
+
+    mode: Literal["disable", "prefer", "require", "verify-ca", "verify-full"] = Field(
+        "prefer",
+        description=(
+            "disable, prefer (TLS when the server offers it), require, verify-ca or "
+            "verify-full (check the server's certificate against caSecret, and its name)."
+        ),
+    )
+    ca_secret: SecretKeyRef | None = Field(
+        None, description="CA certificate (PEM) that signed the server's certificate."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> StoreTls:
+        if self.mode in ("verify-ca", "verify-full") and self.ca_secret is None:
+            raise ValueError(
+                "spec.store.tls.caSecret is required when spec.store.tls.mode is verify-ca or "
+                "verify-full"
+            )
+        return self
+
+
+class Store(Model):
+    """The durable store behind the event log (write-behind): PostgreSQL.
+
+    Every replica writes the resolved facts of its partitions into it; a new
+    replica warms up from it; the log is truncated behind it. CockroachDB speaks
+    the same SQL and is meant to serve too.
+    """
+
+    url_secret: SecretKeyRef = Field(
+        description=(
+            "Secret key holding the connection URL, postgresql://user:password@host:5432/database."
+        )
+    )
+    schema_name: str | None = Field(
+        None,
+        pattern=SCHEMA_NAME_PATTERN,
+        max_length=63,
+        description=(
+            "Schema of this cluster's tables (one database serves many clusters); "
+            "agentmem_<namespace>_<name> when unset. Created and migrated by the nodes."
+        ),
+    )
+    pool_size: int = Field(4, ge=1, le=64, description="Connections each node keeps open.")
+    tls: StoreTls = nested(StoreTls, "TLS to the store.")
+
+
+class Dedup(Model):
+    """How long retries with the same request id are recognised."""
+
+    window_seconds: int = Field(
+        600,
+        ge=1,
+        le=86400,
+        description=(
+            "How long a client-supplied X-Request-Id is remembered, by log time: size it to "
+            "the clients' retry horizon. A retry after the window is applied again."
+        ),
+    )
+    max_request_ids_per_partition: int = Field(
+        100000,
+        ge=100,
+        le=10000000,
+        description=(
+            "Request ids a partition remembers at most; a write with a new id beyond it is "
+            "refused (503 too_many_request_ids) until older ids leave the window."
+        ),
+    )
 
 
 class Toleration(Model):
@@ -473,6 +595,14 @@ class AgentMemoryClusterSpec(Model):
     )
     cache: Cache = nested(Cache, "The Redis sidecar of each node.")
     event_log: EventLog = Field(description="The event log (Kafka).")
+    store: Store | None = Field(
+        None,
+        description=(
+            "The durable store behind the log. Without it the event log is the state: it is "
+            "never truncated and replicas warm up by replaying it from the start."
+        ),
+    )
+    dedup: Dedup = nested(Dedup, "Request-id deduplication.")
     placement: Placement = nested(Placement, "Where the memory nodes run.")
     rebalance: Rebalance = nested(Rebalance, "How partitions move on a change of shards.")
     consistency: Literal["eventual", "session", "strong"] = Field(

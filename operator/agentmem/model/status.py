@@ -85,6 +85,14 @@ class AgentMemoryClusterStatus(Model):
     selector: str = Field("", description="Label selector of the memory-node pods.")
     directory_epoch: int = Field(0, ge=0, description="Committed epoch of the directory.")
     topic: str = Field("", description="Name of the event topic.")
+    durability: Literal["", "Store", "LogOnly"] = Field(
+        "",
+        description=(
+            "Where acknowledged writes are kept. Store: in the event log, and written behind "
+            "into the durable store (spec.store), behind which the log is truncated. LogOnly: "
+            "no spec.store, the event log is the state and is never truncated."
+        ),
+    )
     conditions: list[Condition] = Field(
         default_factory=list,
         description="Ready, Progressing, Degraded and Rebalancing.",

@@ -1,12 +1,28 @@
 """The memory node: event-sourced agent state, served over HTTP.
 
-- :mod:`.service`: the write and read paths and the applier thread;
+- :mod:`.node`: the facade that routes each request once and writes through
+  the log or reads the state; :mod:`.requests`, :mod:`.tokens`, :mod:`.errors`;
+- :mod:`.progress` (offsets and waiters), :mod:`.cache`, :mod:`.watch`,
+  :mod:`.history`;
+- :mod:`.applier` (the thread that follows the log into the state) and
+  :mod:`.writebehind` (the durable store behind it, and truncation);
 - :mod:`.apply`: the deterministic apply function (reference implementation);
-- :mod:`.ports` and :mod:`.adapters`: the event log and state store, Kafka and
-  Redis in production, SQLite and process memory embedded;
+  :mod:`.state`: Redis and process memory;
 - :mod:`.http`, :mod:`.openapi`: the HTTP/JSON API; :mod:`.main`: ``agentmem node``.
 """
 
-from agentmem.node.service import Node, NodeConfig, NodeError, Version
+from agentmem.node.errors import NodeError
+from agentmem.node.node import Node, WriteResult
+from agentmem.node.requests import ReadRequest, WriteRequest
+from agentmem.node.settings import NodeSettings
+from agentmem.node.tokens import Version
 
-__all__ = ["Node", "NodeConfig", "NodeError", "Version"]
+__all__ = [
+    "Node",
+    "NodeError",
+    "NodeSettings",
+    "ReadRequest",
+    "Version",
+    "WriteRequest",
+    "WriteResult",
+]

@@ -1,30 +1,38 @@
 """The memory node's HTTP/JSON API (aiohttp). ``/openapi.json`` documents it.
 
 Every address is ``/v1/tenants/{tenant}/agents/{agent}/keys/{key}``; nothing in
-the API reaches across tenants. Errors are JSON ``{"error": code, "message": ...}``
-with a 4xx that says what is wrong, 307 to the owning shard, or 5xx with
-``Retry-After`` for a retryable condition. Nothing is appended to the log for a
-request that is refused.
+the API reaches across tenants. A request is parsed and checked here, once,
+into a :class:`~agentmem.node.requests.WriteRequest` or
+:class:`~agentmem.node.requests.ReadRequest`; the node's domain errors become
+HTTP statuses here and nowhere else. Errors are JSON ``{"error": code,
+"message": ...}``: a 4xx says what is wrong, 307 names the owning shard, a 5xx
+carries ``Retry-After`` and says what to retry. Nothing is appended to the log
+for a request that is refused.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
 import re
-import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import web
 
 from agentmem import __version__
+from agentmem.directory import partition_for
 from agentmem.directory.names import Address, InvalidNameError, check_agent, check_tenant
-from agentmem.node.apply import Record
-from agentmem.node.events import Expect
+from agentmem.eventlog.events import Expect
+from agentmem.node import errors
+from agentmem.node.node import Node, WriteResult
 from agentmem.node.openapi import openapi_document
-from agentmem.node.service import Consistency, Node, NodeError, Version, now_ms
+from agentmem.node.requests import Consistency, ReadRequest, WriteOp, WriteRequest
+from agentmem.node.tokens import Version
+from agentmem.runtime.errors import json_error
+from agentmem.store.ports import Record
+
+log = logging.getLogger(__name__)
 
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
@@ -33,21 +41,45 @@ MAX_BATCH_KEYS = 1000
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 NODE_KEY = web.AppKey("node", Node)
-DEFAULT_CONSISTENCY_KEY = web.AppKey("consistency", str)
+
+#: The HTTP status of each kind of domain error (the most specific kind wins).
+STATUS: dict[type[errors.NodeError], int] = {
+    errors.InvalidRequest: 400,
+    errors.NotFound: 404,
+    errors.MethodNotAllowed: 405,
+    errors.Contended: 409,
+    errors.TooLarge: 413,
+    errors.UnsupportedMediaType: 415,
+    errors.WrongShard: 307,
+    errors.StaleNode: 421,
+    errors.StateFull: 507,
+    errors.Unavailable: 503,
+    errors.NotCaughtUp: 504,
+    errors.ApplyTimeout: 504,
+}
 
 
-def _error(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: Any
-) -> web.Response:
-    body = json.dumps({"error": code, "message": message, **extra})
-    return web.Response(status=status, text=body, content_type=JSON, headers=headers)
+def status_of(exc: errors.NodeError) -> int:
+    for kind in type(exc).__mro__:
+        if kind in STATUS:
+            return STATUS[kind]
+    return 500
+
+
+def error_response(exc: errors.NodeError) -> web.Response:
+    headers: dict[str, str] = {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(int(exc.retry_after))
+    if isinstance(exc, errors.WrongShard):
+        headers["Location"] = f"http://{exc.endpoint}"
+    return json_error(status_of(exc), exc.code, exc.message, headers or None, **exc.extra)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def answers_errors(handler: Handler) -> Handler:
-    """Turn the errors a handler raises into JSON answers.
+    """Turn whatever a handler raises into a JSON answer (never a traceback).
 
     (A decorator rather than an aiohttp middleware: it costs less per request.)
     """
@@ -56,24 +88,32 @@ def answers_errors(handler: Handler) -> Handler:
     async def wrapped(request: web.Request) -> web.StreamResponse:
         try:
             return await handler(request)
-        except NodeError as exc:
-            return _error(exc.status, exc.code, exc.message, exc.headers, **exc.extra)
+        except errors.NodeError as exc:
+            return error_response(exc)
         except InvalidNameError as exc:
-            return _error(400, "invalid_name", str(exc))
+            return json_error(400, "invalid_name", str(exc))
         except web.HTTPRequestEntityTooLarge:
-            limit = request.app[NODE_KEY].config.max_value_bytes
-            return _error(413, "too_large", f"the request body is larger than {limit} bytes")
+            limit = request.app[NODE_KEY].settings.max_value_bytes
+            return json_error(413, "too_large", f"the request body is larger than {limit} bytes")
+        except (ConnectionResetError, web.HTTPException):
+            raise
+        except Exception:
+            log.exception("%s %s failed", request.method, request.path)
+            return json_error(
+                500,
+                "internal",
+                "the node failed to answer this request (its log says why); retry, and report "
+                "it if it persists",
+            )
 
     return wrapped
 
 
+# Parsing ------------------------------------------------------------------------
+
+
 def _node(request: web.Request) -> Node:
     return request.app[NODE_KEY]
-
-
-def _address(request: web.Request) -> Address:
-    info = request.match_info
-    return Address.parse(info["tenant"], info["agent"], info["key"])
 
 
 def _agent(request: web.Request) -> tuple[str, str]:
@@ -86,38 +126,42 @@ def _epoch(request: web.Request) -> int | None:
     if raw is None:
         return None
     if not raw.isdigit():
-        raise NodeError(400, "invalid_epoch", f"X-Agentmem-Epoch {raw!r} is not a whole number")
+        raise errors.InvalidRequest(
+            "invalid_epoch", f"X-Agentmem-Epoch {raw!r} is not a whole number"
+        )
     return int(raw)
 
 
-def _read_options(request: web.Request) -> tuple[Consistency, Version | None]:
+def _read_request(request: web.Request, keys: tuple[str, ...] | None) -> ReadRequest:
     node = _node(request)
-    consistency = request.query.get("consistency", request.app[DEFAULT_CONSISTENCY_KEY])
+    tenant, agent = _agent(request)
+    consistency = request.query.get("consistency", node.settings.consistency)
     if consistency not in ("eventual", "session", "strong"):
-        raise NodeError(
-            400,
+        raise errors.InvalidRequest(
             "invalid_consistency",
             f"consistency {consistency!r} is not one of eventual, session, strong",
         )
     raw = request.query.get("min_version")
-    min_version = Version.parse(raw, node.config.partitions) if raw else None
-    return consistency, min_version  # type: ignore[return-value]
+    min_version = Version.parse(raw, node.settings.partitions, "min_version") if raw else None
+    chosen: Consistency = consistency  # type: ignore[assignment]
+    return ReadRequest(tenant, agent, keys, chosen, min_version, _epoch(request))
 
 
-def _expect(request: web.Request, partition: int) -> Expect:
+def _expect(request: web.Request, addr: Address) -> Expect:
     if_match = request.headers.get("If-Match")
     if_none = request.headers.get("If-None-Match")
     if if_match and if_none:
-        raise NodeError(400, "invalid_condition", "send If-Match or If-None-Match, not both")
+        raise errors.InvalidRequest("invalid_condition", "send If-Match or If-None-Match, not both")
     if if_none is not None:
         if if_none.strip() != "*":
-            raise NodeError(400, "invalid_condition", "If-None-Match supports only '*'")
+            raise errors.InvalidRequest("invalid_condition", "If-None-Match supports only '*'")
         return "absent"
     if if_match is not None:
-        version = Version.parse(if_match, _node(request).config.partitions)
+        partitions = _node(request).settings.partitions
+        version = Version.parse(if_match, partitions, "If-Match")
+        partition = partition_for(addr.tenant, addr.agent, partitions)
         if version.partition != partition:
-            raise NodeError(
-                400,
+            raise errors.InvalidRequest(
                 "foreign_version",
                 f"If-Match {version} is of partition {version.partition}, but this key is in "
                 f"partition {partition}",
@@ -129,10 +173,9 @@ def _expect(request: web.Request, partition: int) -> Expect:
 def _request_id(request: web.Request) -> str:
     rid = request.headers.get("X-Request-Id")
     if rid is None:
-        return uuid.uuid4().hex
+        return ""  # nothing to remember: only a client's own id makes a retry safe
     if not _REQUEST_ID.match(rid):
-        raise NodeError(
-            400,
+        raise errors.InvalidRequest(
             "invalid_request_id",
             "X-Request-Id must be 1 to 128 letters, digits, '.', '_', ':' or '-'",
         )
@@ -142,7 +185,9 @@ def _request_id(request: web.Request) -> str:
 def _actor(request: web.Request) -> str:
     actor = request.headers.get("X-Agentmem-Actor", "")
     if len(actor) > 256:
-        raise NodeError(400, "invalid_actor", "X-Agentmem-Actor is longer than 256 characters")
+        raise errors.InvalidRequest(
+            "invalid_actor", "X-Agentmem-Actor is longer than 256 characters"
+        )
     return actor
 
 
@@ -151,36 +196,57 @@ def _ttl(request: web.Request) -> int | None:
     if raw is None:
         return None
     if not raw.isdigit() or not 0 < int(raw) <= MAX_TTL_SECONDS:
-        raise NodeError(
-            400, "invalid_ttl", f"ttl must be a whole number of seconds from 1 to {MAX_TTL_SECONDS}"
+        raise errors.InvalidRequest(
+            "invalid_ttl", f"ttl must be a whole number of seconds from 1 to {MAX_TTL_SECONDS}"
         )
     return int(raw) * 1000
 
 
 async def _body(request: web.Request, types: tuple[str, ...]) -> str:
-    node = _node(request)
+    limit = _node(request).settings.max_value_bytes
     if request.content_type not in types:
-        raise NodeError(
-            415,
-            "unsupported_media_type",
-            f"send the value as {' or '.join(types)} (got {request.content_type or 'nothing'})",
+        raise errors.UnsupportedMediaType(
+            f"send the value as {' or '.join(types)} (got {request.content_type or 'nothing'})"
         )
-    limit = node.config.max_value_bytes
     if request.content_length is not None and request.content_length > limit:
-        raise NodeError(413, "too_large", f"the value is larger than the limit of {limit} bytes")
+        raise errors.TooLarge(f"the value is larger than the limit of {limit} bytes")
     raw = await request.read()
     if len(raw) > limit:
-        raise NodeError(413, "too_large", f"the value is larger than the limit of {limit} bytes")
+        raise errors.TooLarge(f"the value is larger than the limit of {limit} bytes")
     try:
         text = raw.decode("utf-8")
         json.loads(text)
     except (UnicodeDecodeError, ValueError) as exc:
-        raise NodeError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+        raise errors.InvalidRequest("invalid_json", f"the body is not valid JSON: {exc}") from None
     return text
 
 
-def _headers(node: Node, version: str | None = None) -> dict[str, str]:
+async def _write_request(request: web.Request, op: WriteOp) -> WriteRequest:
+    info = request.match_info
+    addr = Address.parse(info["tenant"], info["agent"], info["key"])
+    epoch = _epoch(request)
+    expect = _expect(request, addr)
+    rid, actor = _request_id(request), _actor(request)
+    ttl = _ttl(request) if op != "delete" else None
+    body = None
+    if op == "put":
+        body = await _body(request, (JSON,))
+    elif op == "merge":
+        body = await _body(request, (MERGE_PATCH, JSON))
+    return WriteRequest(addr, op, body, expect, ttl, rid, actor, epoch)
+
+
+# Answers ------------------------------------------------------------------------
+
+
+def _headers(
+    node: Node, partition: int | None = None, version: str | None = None
+) -> dict[str, str]:
     headers = {"X-Agentmem-Epoch": str(node.view.epoch)}
+    if partition is not None:
+        # The partition's applied offset this answer reflects: a client keeps it
+        # as a session token so its next read elsewhere sees at least as much.
+        headers["X-Agentmem-Applied"] = f"{partition}:{node.progress.applied_offset(partition)}"
     if version is not None:
         headers["ETag"] = f'"{version}"'
     return headers
@@ -196,120 +262,84 @@ def _record_json(addr: Address, partition: int, record: Record) -> str:
     )
 
 
+def _write_response(node: Node, addr: Address, result: WriteResult) -> web.Response:
+    p = partition_for(addr.tenant, addr.agent, node.settings.partitions)
+    if result.outcome.status == "conflict":
+        current = str(result.current) if result.current is not None else None
+        return json_error(
+            409,
+            "conflict",
+            f"{addr.key} is at version {current or '(absent)'}, not the expected one",
+            _headers(node, p),
+            current_version=current,
+        )
+    version = str(result.version)
+    body = {"key": addr.key, "version": version, "duplicate": result.outcome.duplicate}
+    return web.json_response(body, headers=_headers(node, p, version))
+
+
 # Handlers ---------------------------------------------------------------------
 
 
 @answers_errors
 async def get_key(request: web.Request) -> web.Response:
     node = _node(request)
-    addr = _address(request)
-    consistency, min_version = _read_options(request)
-    partition, record = await node.get(addr, consistency, min_version, _epoch(request))
+    key = request.match_info["key"]
+    req = _read_request(request, (key,))
+    addr = Address.parse(req.tenant, req.agent, key)
+    partition, (record,) = await node.read(req)
     if record is None:
-        return _error(404, "not_found", f"{addr.key} is not set", _headers(node))
+        return json_error(404, "not_found", f"{key} is not set", _headers(node, partition))
+    version = f"{partition}:{record.version}"
     return web.Response(
         text=_record_json(addr, partition, record),
         content_type=JSON,
-        headers=_headers(node, f"{partition}:{record.version}"),
+        headers=_headers(node, partition, version),
     )
 
 
-async def _write_response(node: Node, addr: Address, result: Any) -> web.Response:
-    if result.outcome.status == "conflict":
-        current = str(result.current) if result.current is not None else None
-        return _error(
-            409,
-            "conflict",
-            f"{addr.key} is at version {current or '(absent)'}, not the expected one",
-            _headers(node),
-            current_version=current,
-        )
-    version = str(result.version)
-    body = {"key": addr.key, "version": version, "duplicate": result.outcome.duplicate}
-    return web.json_response(body, headers=_headers(node, version))
+def _writer(op: WriteOp) -> Handler:
+    @answers_errors
+    async def handle(request: web.Request) -> web.Response:
+        node = _node(request)
+        req = await _write_request(request, op)
+        return _write_response(node, req.addr, await node.write(req))
+
+    return handle
 
 
-@dataclass(frozen=True)
-class _Write:
-    """What every write request carries besides its body, checked before anything else."""
-
-    node: Node
-    addr: Address
-    expect: Expect
-    rid: str
-    actor: str
-    epoch: int | None
-
-
-def _write(request: web.Request) -> _Write:
-    node = _node(request)
-    addr = _address(request)
-    epoch = _epoch(request)
-    partition = node.route(addr, epoch)
-    return _Write(
-        node, addr, _expect(request, partition), _request_id(request), _actor(request), epoch
-    )
-
-
-@answers_errors
-async def put_key(request: web.Request) -> web.Response:
-    w = _write(request)
-    ttl = _ttl(request)
-    value = await _body(request, (JSON,))
-    expires_at = now_ms() + ttl if ttl else None
-    result = await w.node.append(
-        w.addr, "put", value, w.expect, expires_at, w.rid, w.actor, w.epoch
-    )
-    return await _write_response(w.node, w.addr, result)
-
-
-@answers_errors
-async def patch_key(request: web.Request) -> web.Response:
-    w = _write(request)
-    ttl = _ttl(request)
-    patch = json.loads(await _body(request, (MERGE_PATCH, JSON)))
-    result = await w.node.merge(w.addr, patch, w.expect, ttl, w.rid, w.actor, w.epoch)
-    return await _write_response(w.node, w.addr, result)
-
-
-@answers_errors
-async def delete_key(request: web.Request) -> web.Response:
-    w = _write(request)
-    result = await w.node.append(w.addr, "delete", None, w.expect, None, w.rid, w.actor, w.epoch)
-    return await _write_response(w.node, w.addr, result)
+put_key, patch_key, delete_key = _writer("put"), _writer("merge"), _writer("delete")
 
 
 @answers_errors
 async def list_keys(request: web.Request) -> web.Response:
     node = _node(request)
-    tenant, agent = _agent(request)
-    consistency, min_version = _read_options(request)
-    keys = await node.keys(tenant, agent, consistency, min_version, _epoch(request))
+    req = _read_request(request, None)
+    partition, keys = await node.keys(req)
     return web.json_response(
-        {"tenant": tenant, "agent": agent, "keys": keys}, headers=_headers(node)
+        {"tenant": req.tenant, "agent": req.agent, "keys": keys},
+        headers=_headers(node, partition),
     )
 
 
 @answers_errors
 async def batch_get(request: web.Request) -> web.Response:
     node = _node(request)
-    tenant, agent = _agent(request)
-    consistency, min_version = _read_options(request)
     body = json.loads(await _body(request, (JSON,)))
     keys = body.get("keys") if isinstance(body, dict) else None
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-        raise NodeError(400, "invalid_batch", 'send {"keys": ["key", ...]}')
+        raise errors.InvalidRequest("invalid_batch", 'send {"keys": ["key", ...]}')
     if not 0 < len(keys) <= MAX_BATCH_KEYS:
-        raise NodeError(400, "invalid_batch", f"ask for 1 to {MAX_BATCH_KEYS} keys at once")
-    partition, records = await node.get_many(
-        tenant, agent, keys, consistency, min_version, _epoch(request)
-    )
-    items = []
-    for key, record in zip(keys, records, strict=True):
-        addr = Address(tenant, agent, key)
-        items.append(_record_json(addr, partition, record) if record is not None else "null")
+        raise errors.InvalidRequest("invalid_batch", f"ask for 1 to {MAX_BATCH_KEYS} keys at once")
+    req = _read_request(request, tuple(keys))
+    addrs = [Address.parse(req.tenant, req.agent, k) for k in keys]
+    partition, records = await node.read(req)
+    items = [
+        _record_json(addr, partition, record) if record is not None else "null"
+        for addr, record in zip(addrs, records, strict=True)
+    ]
     text = '{"items":[' + ",".join(items) + "]}"
-    return web.Response(text=text, content_type=JSON, headers=_headers(node))
+    return web.Response(text=text, content_type=JSON, headers=_headers(node, partition))
 
 
 def _int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
@@ -319,9 +349,9 @@ def _int_query(request: web.Request, name: str, default: int, low: int, high: in
     try:
         value = int(raw)
     except ValueError:
-        raise NodeError(400, f"invalid_{name}", f"{name} must be a whole number") from None
+        raise errors.InvalidRequest(f"invalid_{name}", f"{name} must be a whole number") from None
     if not low <= value <= high:
-        raise NodeError(400, f"invalid_{name}", f"{name} must be from {low} to {high}")
+        raise errors.InvalidRequest(f"invalid_{name}", f"{name} must be from {low} to {high}")
     return value
 
 
@@ -329,7 +359,7 @@ def _after(request: web.Request) -> int | None:
     raw = request.query.get("after")
     if raw is None:
         return None
-    return Version.parse(raw, _node(request).config.partitions).offset
+    return Version.parse(raw, _node(request).settings.partitions, "after").offset
 
 
 @answers_errors
@@ -338,13 +368,12 @@ async def history(request: web.Request) -> web.Response:
     tenant, agent = _agent(request)
     after = _after(request)
     limit = _int_query(request, "limit", 100, 1, 1000)
-    events, cursor = await node.history(
+    p, events, cursor = await node.history(
         tenant, agent, -1 if after is None else after, limit, _epoch(request)
     )
-    p = node.route(Address(tenant, agent, "_"))
     return web.json_response(
         {"events": events, "next_after": f"{p}:{cursor}" if cursor >= 0 else None},
-        headers=_headers(node),
+        headers=_headers(node, p),
     )
 
 
@@ -353,8 +382,9 @@ async def watch(request: web.Request) -> web.StreamResponse:
     node = _node(request)
     tenant, agent = _agent(request)
     after = _after(request)
-    node.route(Address(tenant, agent, "_"), _epoch(request))  # redirect before streaming
-    stream = node.watch(tenant, agent, after, _epoch(request))
+    epoch = _epoch(request)
+    node.route(tenant, agent, epoch)  # redirect before streaming
+    stream = node.watch(tenant, agent, after, epoch)
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **_headers(node)}
     )
@@ -374,6 +404,9 @@ async def watch(request: web.Request) -> web.StreamResponse:
             )
     except ConnectionResetError:
         pass  # the client went away
+    except errors.NodeError as exc:
+        data = json.dumps({"error": exc.code, "message": exc.message})
+        await response.write(f"event: error\ndata: {data}\n\n".encode())
     return response
 
 
@@ -386,24 +419,28 @@ async def status(request: web.Request) -> web.Response:
 async def directory(request: web.Request) -> web.Response:
     view = _node(request).view
     if view.directory is None:
-        return _error(404, "no_directory", "this node serves every partition without a directory")
+        raise errors.NotFound(
+            "this node serves every partition without a directory", code="no_directory"
+        )
     return web.Response(text=view.directory.to_json(), content_type=JSON)
 
 
 @answers_errors
 async def livez(request: web.Request) -> web.Response:
     if not _node(request).alive():
-        return _error(503, "applier_stopped", "the thread that applies events has stopped")
+        raise errors.Unavailable(
+            "the thread that applies events has stopped", code="applier_stopped"
+        )
     return web.json_response({"status": "alive", "version": __version__})
 
 
 @answers_errors
 async def readyz(request: web.Request) -> web.Response:
     node = _node(request)
-    if node.fatal:
-        return _error(503, "unavailable", node.fatal)
-    if not node.caught_up():
-        return _error(503, "catching_up", "this node is still applying its partitions' events")
+    not_ready = node.readiness()
+    if not_ready is not None:
+        code, why = not_ready
+        raise errors.Unavailable(why, code=code)
     return web.json_response({"status": "ready", "epoch": node.view.epoch})
 
 
@@ -416,7 +453,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 @answers_errors
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document(_node(request).config.max_value_bytes))
+    return web.json_response(openapi_document(_node(request).settings.max_value_bytes))
 
 
 #: Handlers under /v1/tenants/{tenant}/agents/{agent}/: one aiohttp route for all
@@ -447,7 +484,7 @@ async def agent_route(request: web.Request) -> web.StreamResponse:
     handler = methods.get(request.method)
     if handler is None:
         allowed = ", ".join(methods)
-        return _error(
+        return json_error(
             405,
             "method_not_allowed",
             f"{request.method} is not allowed on {request.path}; use {allowed}",
@@ -456,10 +493,9 @@ async def agent_route(request: web.Request) -> web.StreamResponse:
     return await handler(request)
 
 
-def create_app(node: Node, default_consistency: str = "session") -> web.Application:
-    app = web.Application(client_max_size=node.config.max_value_bytes + 64 * 1024)
+def create_app(node: Node) -> web.Application:
+    app = web.Application(client_max_size=node.settings.max_value_bytes + 64 * 1024)
     app[NODE_KEY] = node
-    app[DEFAULT_CONSISTENCY_KEY] = default_consistency
     app.router.add_route("*", "/v1/tenants/{tenant}/agents/{agent}/{rest:.*}", agent_route)
     app.router.add_get("/v1/status", status)
     app.router.add_get("/v1/directory", directory)
@@ -472,6 +508,6 @@ def create_app(node: Node, default_consistency: str = "session") -> web.Applicat
 
 
 async def not_found(request: web.Request) -> web.Response:
-    return _error(
+    return json_error(
         404, "not_found", f"no such endpoint: {request.method} {request.path}; see /openapi.json"
     )

@@ -1,131 +1,115 @@
-"""``agentmem node``: build the adapters from settings, serve until SIGTERM."""
+"""``agentmem node``: build the adapters from the settings, serve until SIGTERM."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import gc
 import logging
-import os
-import signal
 import sys
-from dataclasses import dataclass
+from collections.abc import Callable
 
-from aiohttp import web
-
+from agentmem.eventlog.ports import LogAdmin, LogReader, LogWriter
 from agentmem.node.http import create_app
-from agentmem.node.ports import LogReader, LogWriter, StateStore
-from agentmem.node.service import Node, NodeConfig
+from agentmem.node.node import Node
+from agentmem.node.settings import NodeSettings
+from agentmem.node.state.ports import StateStore
+from agentmem.runtime.serve import run_service, serve_until_stopped
+from agentmem.store.ports import DurableStore
 
 log = logging.getLogger("agentmem.node")
 
 
-@dataclass(frozen=True)
-class NodeOptions:
-    listen: str
-    log: str  # "kafka" or "sqlite:<path>"
-    state: str  # a redis:// URL or "memory"
-    topic: str
-    partitions: int
-    shard: int
-    cluster: str
-    directory_file: str | None
-    max_value_bytes: int
-    consistency: str
+def log_adapters(
+    settings: NodeSettings,
+) -> tuple[LogWriter, Callable[[], LogReader], LogAdmin]:
+    """The event log's writer, a factory of readers, and its admin."""
+    if settings.log.startswith("sqlite:"):
+        from agentmem.eventlog.sqlite_log import SqliteAdmin, SqliteReader, SqliteWriter
 
-
-def _adapters(options: NodeOptions) -> tuple[LogWriter, LogReader, LogReader, StateStore]:
-    if options.log.startswith("sqlite:"):
-        from agentmem.node.adapters.sqlite_log import SqliteReader, SqliteWriter
-
-        path = options.log.removeprefix("sqlite:")
-        writer: LogWriter = SqliteWriter(path, options.partitions)
-        reader: LogReader = SqliteReader(path, options.partitions)
-        meta: LogReader = SqliteReader(path, options.partitions)
-    elif options.log == "kafka":
+        path, n = settings.log.removeprefix("sqlite:"), settings.partitions
+        return SqliteWriter(path, n), lambda: SqliteReader(path, n), SqliteAdmin(path, n)
+    if settings.log == "kafka":
         from agentmem.eventlog.kafka import KafkaSettings
-        from agentmem.node.adapters.kafka_log import KafkaReader, KafkaWriter
+        from agentmem.eventlog.kafka_log import KafkaAdmin, KafkaReader, KafkaWriter
 
-        if not options.topic:
-            raise SystemExit("agentmem node: set the event topic (--topic or AGENTMEM_TOPIC)")
-        settings = KafkaSettings.from_env()
-        writer = KafkaWriter(settings, options.topic)
-        reader = KafkaReader(settings, options.topic)
-        meta = KafkaReader(settings, options.topic)
-    else:
-        raise SystemExit(f"agentmem node: --log {options.log!r} is neither kafka nor sqlite:PATH")
-    if options.state == "memory":
-        from agentmem.node.adapters.memory_store import MemoryStore
-
-        store: StateStore = MemoryStore()
-    elif options.state.startswith(("redis://", "rediss://", "unix://")):
-        from agentmem.node.adapters.redis_store import RedisStore
-
-        store = RedisStore(options.state)
-    else:
-        raise SystemExit(
-            f"agentmem node: --state {options.state!r} is neither a redis:// URL nor memory"
+        if not settings.topic:
+            raise ValueError("agentmem node: set the event topic (--topic or AGENTMEM_TOPIC)")
+        kafka, topic = KafkaSettings.from_env(), settings.topic
+        return (
+            KafkaWriter(kafka, topic),
+            lambda: KafkaReader(kafka, topic),
+            KafkaAdmin(kafka, topic),
         )
-    return writer, reader, meta, store
+    raise ValueError(f"agentmem node: --log {settings.log!r} is neither kafka nor sqlite:PATH")
 
 
-async def serve(options: NodeOptions) -> None:
+def state_adapter(settings: NodeSettings) -> StateStore:
+    if settings.state == "memory":
+        from agentmem.node.state.memory import MemoryStateStore
+
+        return MemoryStateStore(settings.window_ms)
+    if settings.state.startswith(("redis://", "rediss://", "unix://")):
+        from agentmem.node.state.redis import RedisState
+
+        return RedisState(settings.state, settings.window_ms)
+    raise ValueError(
+        f"agentmem node: --state {settings.state!r} is neither a redis:// URL nor memory"
+    )
+
+
+def store_adapter(settings: NodeSettings) -> DurableStore | None:
+    url = settings.store
+    if not url:
+        return None
+    if url.startswith("sqlite:"):
+        from agentmem.store.sqlite import SqliteStore
+
+        return SqliteStore(url.removeprefix("sqlite:"))
+    if url.startswith(("postgresql://", "postgres://")):
+        from agentmem.store.postgres import PostgresStore, schema_name
+
+        schema = settings.store_schema or schema_name(settings.namespace, settings.cluster)
+        return PostgresStore(
+            url, schema, settings.store_pool_size, connect_kwargs=dict(settings.store_options)
+        )
+    raise ValueError(
+        f"agentmem node: --store {url.split('://')[0]!r}... is neither a postgresql:// URL "
+        "nor sqlite:PATH"
+    )
+
+
+def build(settings: NodeSettings) -> Node:
+    writer, reader, admin = log_adapters(settings)
+    return Node(settings, writer, reader, admin, state_adapter(settings), store_adapter(settings))
+
+
+async def serve(settings: NodeSettings) -> None:
     # The applier and sampler threads share the GIL with the event loop: hand it
     # over more often than the 5 ms default, so no request waits that long for it.
     sys.setswitchinterval(0.0005)
-    host, _, port = options.listen.rpartition(":")
-    writer, reader, meta, store = _adapters(options)
-    node = Node(
-        NodeConfig(
-            partitions=options.partitions,
-            cluster=options.cluster,
-            shard=options.shard,
-            topic=options.topic,
-            directory_file=options.directory_file,
-            max_value_bytes=options.max_value_bytes,
-        ),
-        writer,
-        reader,
-        meta,
-        store,
-    )
+    node = build(settings)
     await node.start()
     # Start-up objects live as long as the process: keep them out of the
     # collector's way, and collect the young generation less often.
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
-    runner = web.AppRunner(
-        create_app(node, options.consistency), access_log=None, shutdown_timeout=10
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, host or "0.0.0.0", int(port))
-    await site.start()
-    log.info(
-        "memory node of shard %s listening on %s (%s partitions, epoch %s)",
-        options.shard, options.listen, len(node.view.owned), node.view.epoch,
-    )  # fmt: skip
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("stopping: finishing requests, flushing the producer")
-    node.close_watchers()
-    await runner.cleanup()
-    await node.stop()
 
+    def started() -> None:
+        log.info(
+            "memory node of shard %s listening on %s (%s partitions, epoch %s, %s)",
+            settings.shard, settings.listen, len(node.view.owned), node.view.epoch,
+            "durable store" if settings.store else "no durable store: the log is the state",
+        )  # fmt: skip
 
-def run(options: NodeOptions) -> int:
-    logging.basicConfig(
-        level=os.environ.get("AGENTMEM_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    def stopping() -> None:
+        log.info("stopping: finishing requests, flushing the producer")
+        node.watchers.close()
+
     try:
-        asyncio.run(serve(options))
-    except (RuntimeError, ValueError, OSError) as exc:
-        log.error("%s", exc)
-        return 1
-    with contextlib.suppress(Exception):
-        logging.shutdown()
-    return 0
+        await serve_until_stopped(create_app(node), settings.listen, stopping, started)
+    finally:
+        await node.stop()
+
+
+def run(settings: NodeSettings) -> int:
+    return run_service(lambda: serve(settings), "node")

@@ -9,6 +9,7 @@ from agentmem.model import naming
 _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.12, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
+_DELAY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 class NodeMetrics:
@@ -25,14 +26,18 @@ class NodeMetrics:
         def gauge(name: str, doc: str) -> Gauge:
             return Gauge(name, doc, names, registry=self.registry).labels(**labels)
 
-        def histogram(name: str, doc: str) -> Histogram:
-            return Histogram(
-                name, doc, names, registry=self.registry, buckets=_LATENCY_BUCKETS
-            ).labels(**labels)
+        def histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(name, doc, names, registry=self.registry, buckets=buckets).labels(
+                **labels
+            )
 
-        self.read_latency = histogram(naming.METRIC_READ_LATENCY, "Time to serve a read.")
+        self.read_latency = histogram(
+            naming.METRIC_READ_LATENCY, "Time to serve a read.", _LATENCY_BUCKETS
+        )
         self.write_latency = histogram(
-            naming.METRIC_WRITE_LATENCY, "Time from a write's arrival to its applied outcome."
+            naming.METRIC_WRITE_LATENCY,
+            "Time from a write's arrival to its applied outcome.",
+            _LATENCY_BUCKETS,
         )
         self.hits = counter(
             naming.METRIC_CACHE_HITS, "Key lookups served from the node's record cache."
@@ -42,7 +47,7 @@ class NodeMetrics:
         )
         self.event_lag_seconds = gauge(
             naming.METRIC_EVENT_LAG_SECONDS,
-            "Age of the newest applied event while behind the log end (0 when caught up).",
+            "Age of the oldest event in the log not yet applied here (0 when caught up).",
         )
         self.event_lag_messages = gauge(
             naming.METRIC_EVENT_LAG_MESSAGES, "Events in the log not yet applied here."
@@ -52,11 +57,53 @@ class NodeMetrics:
         self.events_applied = counter(
             "memory_node_events_applied_total", "Events applied to the state store."
         )
-        self.store_resets = counter(
+        self.state_resets = counter(
             "memory_node_store_resets_total", "Times the state store was found emptied and rebuilt."
         )
         self.rejected_full = counter(
             "memory_node_writes_rejected_full_total", "Writes refused because the store is full."
+        )
+        self.reads_refused = counter(
+            "memory_node_reads_refused_rebuilding_total",
+            "Reads refused because their partition was being loaded or rebuilt.",
+        )
+        self.waiters = gauge(
+            "memory_node_waiting_requests", "Requests waiting for an offset or an outcome."
+        )
+        self.ticks = counter(
+            "memory_node_ticks_total", "Tick events appended to expire keys on idle partitions."
+        )
+        self.loads = counter(
+            "memory_node_partition_loads_total", "Partitions loaded from the durable store."
+        )
+        self.load_seconds = histogram(
+            "memory_node_partition_load_seconds",
+            "Time to load a partition from the durable store.",
+            _DELAY_BUCKETS,
+        )
+        self.store_writes = counter(
+            "memory_node_store_writes_total", "Batches this node committed to the durable store."
+        )
+        self.store_write_delay = histogram(
+            "memory_node_store_write_delay_seconds",
+            "From the log time of a batch's first event to its commit in the durable store.",
+            _DELAY_BUCKETS,
+        )
+        self.store_catch_up_events = counter(
+            "memory_node_store_catch_up_events_total",
+            "Events read from the log again to bring the durable store up to date.",
+        )
+        self.store_lag_messages = gauge(
+            naming.METRIC_STORE_LAG_MESSAGES,
+            "Events applied here that the durable store does not reflect yet.",
+        )
+        self.store_lag_seconds = gauge(
+            naming.METRIC_STORE_LAG_SECONDS,
+            "Age of the oldest event applied here that the durable store does not reflect.",
+        )
+        self.log_truncations = counter(
+            "memory_node_log_truncations_total",
+            "Times this node removed log events the durable store reflects.",
         )
 
     def exposition(self) -> bytes:

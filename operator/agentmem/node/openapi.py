@@ -35,7 +35,10 @@ _ERRORS = {
     "307": {"description": "Another shard serves this agent; Location names it."},
     "400": _error("Invalid name, version, parameter or JSON."),
     "421": _error("This node's directory is older than the caller's; retry."),
-    "503": _error("The event log or the store is unavailable; retry (Retry-After)."),
+    "503": _error(
+        "The event log or the state is unavailable, or the agent's partition is being loaded "
+        "or rebuilt on this node; retry (Retry-After) or ask another replica."
+    ),
     "504": _error("Not caught up in time; retry."),
 }
 

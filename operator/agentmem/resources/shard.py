@@ -16,6 +16,7 @@ from agentmem.resources.directory import shard_zone
 REDIS_MAXMEMORY_SHARE = 0.75
 
 TLS_MOUNT = "/etc/agentmem/kafka-tls"
+STORE_TLS_MOUNT = "/etc/agentmem/store-tls"
 DIRECTORY_MOUNT = "/etc/agentmem/directory"
 
 
@@ -81,6 +82,41 @@ def tls_volume(cluster: AgentMemoryCluster) -> dict[str, Any] | None:
     if not sources:
         return None
     return {"name": "kafka-tls", "projected": {"sources": sources, "defaultMode": 0o440}}
+
+
+def store_env(cluster: AgentMemoryCluster) -> list[dict[str, Any]]:
+    """How a node reaches the durable store (nothing without spec.store)."""
+    store = cluster.spec.store
+    if store is None:
+        return []
+    options = [f"sslmode={store.tls.mode}"]
+    if store.tls.ca_secret is not None:
+        options.append(f"sslrootcert={STORE_TLS_MOUNT}/ca.crt")
+    env: list[dict[str, Any]] = [
+        {
+            "name": "AGENTMEM_STORE_URL",
+            "valueFrom": {
+                "secretKeyRef": {"name": store.url_secret.name, "key": store.url_secret.key}
+            },
+        },
+        {"name": "AGENTMEM_STORE_POOL_SIZE", "value": str(store.pool_size)},
+        {"name": "AGENTMEM_STORE_OPTIONS", "value": ",".join(options)},
+    ]
+    if store.schema_name:
+        env.append({"name": "AGENTMEM_STORE_SCHEMA", "value": store.schema_name})
+    return env
+
+
+def store_tls_volume(cluster: AgentMemoryCluster) -> dict[str, Any] | None:
+    """The store's CA certificate as a file, when the spec names one."""
+    store = cluster.spec.store
+    if store is None or store.tls.ca_secret is None:
+        return None
+    ref = store.tls.ca_secret
+    return {
+        "name": "store-tls",
+        "secret": {"secretName": ref.name, "items": [{"key": ref.key, "path": "ca.crt"}]},
+    }
 
 
 def common_env(cluster: AgentMemoryCluster) -> list[dict[str, Any]]:
@@ -163,6 +199,9 @@ def node_container(cluster: AgentMemoryCluster, shard: int) -> dict[str, Any]:
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}, DIRECTORY_VOLUME_MOUNT]
     if tls_volume(cluster) is not None:
         mounts.append({"name": "kafka-tls", "mountPath": TLS_MOUNT, "readOnly": True})
+    if store_tls_volume(cluster) is not None:
+        mounts.append({"name": "store-tls", "mountPath": STORE_TLS_MOUNT, "readOnly": True})
+    kafka_config = spec.event_log.kafka.config
     return {
         "name": "memory-node",
         "image": spec.image,
@@ -174,7 +213,18 @@ def node_container(cluster: AgentMemoryCluster, shard: int) -> dict[str, Any]:
             {"name": "AGENTMEM_SHARD", "value": str(shard)},
             {"name": "AGENTMEM_LISTEN", "value": f"0.0.0.0:{naming.NODE_PORT}"},
             {"name": "AGENTMEM_REDIS_URL", "value": f"redis://127.0.0.1:{naming.REDIS_PORT}/0"},
+            {"name": "AGENTMEM_CLUSTER_UID", "value": cluster.metadata.uid},
+            {"name": "AGENTMEM_DEDUP_WINDOW_SECONDS", "value": str(spec.dedup.window_seconds)},
+            {
+                "name": "AGENTMEM_MAX_REQUEST_IDS",
+                "value": str(spec.dedup.max_request_ids_per_partition),
+            },
+            {
+                "name": "AGENTMEM_AUDIT_WINDOW_SECONDS",
+                "value": str(kafka_config.audit_window_hours * 3600),
+            },
             *kafka_env(cluster),
+            *store_env(cluster),
         ],
         "startupProbe": http_probe("/livez", period=2, failures=60),
         "readinessProbe": http_probe("/readyz", period=5, failures=3),
@@ -247,9 +297,9 @@ def shard_statefulset(cluster: AgentMemoryCluster, shard: int) -> dict[str, Any]
         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
         directory_volume(cluster),
     ]
-    tls = tls_volume(cluster)
-    if tls is not None:
-        volumes.append(tls)
+    for extra in (tls_volume(cluster), store_tls_volume(cluster)):
+        if extra is not None:
+            volumes.append(extra)
     claims: list[dict[str, Any]] = []
     persistence = spec.cache.persistence
     if persistence.enabled:

@@ -14,16 +14,20 @@ _HOUR_MS = 3_600_000
 def topic_config(cluster: AgentMemoryCluster) -> dict[str, str]:
     """Kafka configuration of the event topic, for Strimzi and the admin API alike.
 
-    Always compacted: the newest event per key stays forever, the full history
-    for the audit window (``min.compaction.lag.ms``); timestamps are the
-    broker's append time (see :data:`FIXED_TOPIC_CONFIG`).
+    Never compacted (see :data:`FIXED_TOPIC_CONFIG`). With a durable store the
+    nodes truncate the log behind it and the broker's retention is a distant
+    backstop; without one the log is the state and the broker keeps every event.
     """
     kafka = cluster.spec.event_log.kafka
     config = kafka.config
+    retention = (
+        str(config.retention_backstop_hours * _HOUR_MS) if cluster.spec.store is not None else "-1"
+    )
     return {
         **config.extra,
         **FIXED_TOPIC_CONFIG,
-        "min.compaction.lag.ms": str(config.audit_window_hours * _HOUR_MS),
+        "retention.ms": retention,
+        "retention.bytes": "-1",
         "segment.ms": str(config.segment_hours * _HOUR_MS),
         "max.message.bytes": str(config.max_message_bytes),
         "min.insync.replicas": str(kafka.min_in_sync_replicas),

@@ -10,10 +10,8 @@ Responses, including watch streams, pass through unchanged.
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
-import os
-import signal
 import time
 from dataclasses import dataclass
 
@@ -22,8 +20,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from agentmem import __version__
-from agentmem.directory import Directory, DirectoryError, partition_for
+from agentmem.directory import partition_for
 from agentmem.directory.names import InvalidNameError, check_agent, check_tenant
+from agentmem.runtime import DirectoryFollower, json_error, run_service, serve_until_stopped
 
 log = logging.getLogger("agentmem.router")
 
@@ -44,8 +43,7 @@ class RouterConfig:
 class Router:
     def __init__(self, config: RouterConfig) -> None:
         self.config = config
-        self.directory: Directory | None = None
-        self._mtime = 0.0
+        self.follower = DirectoryFollower(config.directory_file)
         self.session: aiohttp.ClientSession | None = None
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -56,27 +54,6 @@ class Router:
             "agentmem_router_request_seconds", "Time to forward a request.", registry=self.registry
         )
 
-    def reload(self, force: bool = False) -> bool:
-        try:
-            mtime = os.stat(self.config.directory_file).st_mtime
-            if not force and mtime == self._mtime:
-                return False
-            with open(self.config.directory_file, encoding="utf-8") as f:
-                directory = Directory.from_json(f.read())
-        except (OSError, DirectoryError) as exc:
-            if self.directory is None:
-                log.warning("no usable directory yet: %s", exc)
-            return False
-        self.directory, self._mtime = directory, mtime
-        return True
-
-    async def follow(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            if self.reload():
-                assert self.directory is not None
-                log.info("directory epoch %s", self.directory.epoch)
-
     async def forward(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         try:
@@ -84,11 +61,11 @@ class Router:
             agent = check_agent(request.match_info["agent"])
         except InvalidNameError as exc:
             return _error(400, "invalid_name", str(exc))
-        if self.directory is None:
+        if self.follower.directory is None:
             return _error(503, "no_directory", "the router has no directory yet; retry", "1")
         body = await request.read()
         for attempt in range(2):
-            directory = self.directory
+            directory = self.follower.directory
             owner = directory.owner(partition_for(tenant, agent, directory.partitions))
             response = await self._send(request, owner.endpoint, body, directory.epoch)
             if response is None:
@@ -99,7 +76,7 @@ class Router:
                 )  # fmt: skip
             if response.status == 307 and attempt == 0:
                 response.release()
-                self.reload(force=True)
+                self.follower.load(force=True)
                 continue
             self.requests.labels("forwarded").inc()
             self.latency.observe(time.perf_counter() - started)
@@ -141,13 +118,7 @@ async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.
 
 
 def _error(status: int, code: str, message: str, retry_after: str | None = None) -> web.Response:
-    headers = {"Retry-After": retry_after} if retry_after else None
-    return web.Response(
-        status=status,
-        text=json.dumps({"error": code, "message": message}),
-        content_type="application/json",
-        headers=headers,
-    )
+    return json_error(status, code, message, {"Retry-After": retry_after} if retry_after else None)
 
 
 ROUTER_KEY = web.AppKey("router", Router)
@@ -161,14 +132,16 @@ def create_app(router: Router) -> web.Application:
         return web.json_response({"status": "alive", "version": __version__})
 
     async def readyz(request: web.Request) -> web.Response:
-        if router.directory is None:
+        current = router.follower.directory
+        if current is None:
             return _error(503, "no_directory", "the router has no directory yet")
-        return web.json_response({"status": "ready", "epoch": router.directory.epoch})
+        return web.json_response({"status": "ready", "epoch": current.epoch})
 
     async def directory(request: web.Request) -> web.Response:
-        if router.directory is None:
+        current = router.follower.directory
+        if current is None:
             return _error(503, "no_directory", "the router has no directory yet")
-        return web.Response(text=router.directory.to_json(), content_type="application/json")
+        return web.Response(text=current.to_json(), content_type="application/json")
 
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(
@@ -185,31 +158,27 @@ def create_app(router: Router) -> web.Application:
 
 async def serve(config: RouterConfig) -> None:
     router = Router(config)
-    router.reload(force=True)
+    try:
+        router.follower.load(force=True)
+    except RuntimeError as exc:
+        log.warning("no usable directory yet: %s", exc)
     router.session = aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=config.timeout),
         connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
     )
-    follow = asyncio.create_task(router.follow())
-    runner = web.AppRunner(create_app(router), access_log=None, shutdown_timeout=10)
-    await runner.setup()
-    host, _, port = config.listen.rpartition(":")
-    await web.TCPSite(runner, host or "0.0.0.0", int(port)).start()
-    log.info("router listening on %s", config.listen)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    follow.cancel()
-    await runner.cleanup()
-    await router.session.close()
+    follow = asyncio.create_task(router.follower.follow())
+    try:
+        await serve_until_stopped(
+            create_app(router),
+            config.listen,
+            started=lambda: log.info("router listening on %s", config.listen),
+        )
+    finally:
+        follow.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follow
+        await router.session.close()
 
 
 def run(config: RouterConfig) -> int:
-    logging.basicConfig(
-        level=os.environ.get("AGENTMEM_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    asyncio.run(serve(config))
-    return 0
+    return run_service(lambda: serve(config), "router")

@@ -1,16 +1,19 @@
-"""The embedded state store: :class:`MemoryState` in process memory."""
+"""The embedded state: :class:`MemoryState` in process memory."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agentmem.node.apply import MemoryState, Record
-from agentmem.node.ports import LogRecord
+from agentmem.eventlog.ports import LogRecord
+from agentmem.node.apply import DEFAULT_DEDUP_WINDOW_MS, MemoryState
+from agentmem.node.state.ports import PartitionSample
+from agentmem.store.ports import Record, Snapshot
 
 
-class MemoryStore:
-    def __init__(self) -> None:
-        self.state = MemoryState()
+class MemoryStateStore:
+    def __init__(self, window_ms: int = DEFAULT_DEDUP_WINDOW_MS) -> None:
+        self.window_ms = window_ms
+        self.state = MemoryState(window_ms)
 
     def check(self) -> None:
         return None
@@ -20,7 +23,7 @@ class MemoryStore:
 
     def claim(self, wipe: bool = False) -> None:
         if wipe:
-            self.state = MemoryState()
+            self.state = MemoryState(self.window_ms)
 
     def applied_offsets(self, partitions: Sequence[int]) -> dict[int, int]:
         with self.state.lock:
@@ -31,6 +34,13 @@ class MemoryStore:
             partition, ((r.offset, r.timestamp, r.payload) for r in records)
         )
 
+    def clean(self, partition: int) -> None:
+        with self.state.lock:
+            self.state.sweep(partition)
+
+    def load(self, snapshot: Snapshot) -> None:
+        self.state.load(snapshot)
+
     def drop_partition(self, partition: int) -> None:
         self.state.drop_partition(partition)
 
@@ -38,16 +48,23 @@ class MemoryStore:
         with self.state.lock:
             return sorted(self.state.applied)
 
-    def log_times(self, partitions: Sequence[int]) -> dict[int, int]:
-        with self.state.lock:
-            return {p: t for p in partitions if (t := self.state.log_time.get(p)) is not None}
+    def sample(self, partitions: Sequence[int]) -> dict[int, PartitionSample]:
+        state = self.state
+        out = {}
+        with state.lock:
+            for p in partitions:
+                expiring = state.expiring.get(p) or {}
+                rids = state.rids.get(p) or {}
+                out[p] = PartitionSample(
+                    log_time=state.log_time.get(p),
+                    next_expiry=min(expiring.values(), default=None),
+                    oldest_request_id=min((r.log_time for r in rids.values()), default=None),
+                    request_ids=len(rids),
+                )
+        return out
 
     def memory(self) -> tuple[int, int]:
         return 0, 0
-
-    async def get(self, path: str) -> Record | None:
-        with self.state.lock:
-            return self.state.records.get(path)
 
     async def get_many(self, paths: Sequence[str]) -> list[Record | None]:
         with self.state.lock:
@@ -56,13 +73,6 @@ class MemoryStore:
     async def keys(self, agent_path: str) -> list[str]:
         with self.state.lock:
             return sorted(self.state.index.get(agent_path, ()))
-
-    async def applied(self, partition: int) -> int:
-        with self.state.lock:
-            return self.state.applied.get(partition, -1)
-
-    async def ping(self) -> bool:
-        return True
 
     async def aclose(self) -> None:
         return None

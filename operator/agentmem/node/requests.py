@@ -1,0 +1,43 @@
+"""A request as the node sees it: parsed and checked once, by the HTTP layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from agentmem.directory.names import Address
+from agentmem.eventlog.events import Expect
+from agentmem.node.tokens import Version
+
+Consistency = Literal["eventual", "session", "strong"]
+WriteOp = Literal["put", "merge", "delete"]
+
+
+@dataclass(frozen=True)
+class WriteRequest:
+    """A put (``body`` is the value), merge (``body`` is the patch) or delete."""
+
+    addr: Address
+    op: WriteOp
+    body: str | None
+    expect: Expect = None
+    ttl_ms: int | None = None
+    rid: str = ""  # only a client-supplied request id is remembered
+    actor: str = ""
+    epoch: int | None = None
+
+
+@dataclass(frozen=True)
+class ReadRequest:
+    """Keys of one agent (``keys`` None: list the agent's keys)."""
+
+    tenant: str
+    agent: str
+    keys: tuple[str, ...] | None
+    consistency: Consistency = "eventual"
+    min_version: Version | None = None
+    epoch: int | None = None
+
+    @property
+    def agent_path(self) -> str:
+        return f"{self.tenant}/{self.agent}"

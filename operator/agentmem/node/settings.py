@@ -1,0 +1,57 @@
+"""The node's settings: one object per process, from flags or the ``AGENTMEM_*``
+variables the operator sets on the pods."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Literal
+
+Consistency = Literal["eventual", "session", "strong"]
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    partitions: int
+    listen: str = "0.0.0.0:7070"
+    #: The event log: ``kafka`` (AGENTMEM_KAFKA_* settings) or ``sqlite:PATH``.
+    log: str = "kafka"
+    #: The state: a ``redis://`` URL or ``memory``.
+    state: str = "memory"
+    #: The durable store: a ``postgresql://`` URL, ``sqlite:PATH``, or empty for none
+    #: (then the log is the state and is never truncated).
+    store: str = ""
+    store_schema: str = ""
+    store_pool_size: int = 4
+    #: Extra connection settings of the store (TLS: sslmode, sslrootcert, ...).
+    store_options: dict[str, str] = field(default_factory=dict)
+    topic: str = ""
+    shard: int = 0
+    cluster: str = "agentmem"
+    namespace: str = "default"
+    #: The cluster's identity in the store's offset rows (the resource's UID).
+    cluster_uid: str = ""
+    directory_file: str | None = None
+    max_value_bytes: int = 1024 * 1024
+    consistency: Consistency = "session"
+    #: How long a client-supplied request id is remembered, by log time.
+    dedup_window_seconds: int = 600
+    #: Request ids remembered per partition before writes with new ids are refused.
+    max_request_ids: int = 100_000
+    #: How much history the log keeps, whatever the store reflects.
+    audit_window_seconds: int = 7 * 24 * 3600
+    wait_timeout: float = 10.0
+    cache_entries: int = 100_000
+    memory_admission: float = 0.95
+    tick_interval: float = 1.0
+    truncate_interval: float = 60.0
+    node_name: str = field(default_factory=lambda: os.environ.get("HOSTNAME", "node"))
+
+    @property
+    def uid(self) -> str:
+        """The cluster UID, or ``namespace/cluster`` for a node run on its own."""
+        return self.cluster_uid or f"{self.namespace}/{self.cluster}"
+
+    @property
+    def window_ms(self) -> int:
+        return self.dedup_window_seconds * 1000

@@ -1,0 +1,336 @@
+"""Write-behind to the durable store, and truncation of the log behind it.
+
+The applier hands every batch it applied to the :class:`StoreWriter` (with the
+offset the batch's range starts at). The writer computes the batch's facts
+with the apply function, onto the store's own rows, and commits them with the
+store's conditional offset update: a range that the store already reflects
+(another replica wrote it) is skipped, and a range that starts after the
+stored offset is preceded by the events in between, read from the log. So the
+store never skips a range, whichever replica writes, and a store that was
+down catches up when it returns while writes go on being acknowledged (the
+log decides them).
+
+Behind the store, the writer truncates the log of the partitions its shard
+owns: up to the smaller of the stored offset + 1 and the first offset inside
+the audit window. Nothing the store does not reflect is ever deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from agentmem.eventlog.ports import (
+    LogAdmin,
+    LogGapError,
+    LogReader,
+    LogRecord,
+    LogUnavailableError,
+    read_range,
+)
+from agentmem.node.apply import MemoryState, decode
+from agentmem.node.metrics import NodeMetrics
+from agentmem.store.ports import (
+    BatchView,
+    Changes,
+    Compute,
+    DurableStore,
+    Snapshot,
+    Stored,
+    StoreIdentityError,
+    StoreUnavailableError,
+)
+
+log = logging.getLogger(__name__)
+
+#: Events written in one transaction at most.
+MAX_TRANSACTION = 5000
+#: Events queued for the store at most; beyond, the oldest are dropped and read
+#: from the log again when the store is back.
+MAX_QUEUED = 200_000
+
+
+def changes_of(partition: int, records: Sequence[LogRecord], window_ms: int) -> Compute:
+    """The apply function's output for ``records``, computed on the store's rows."""
+
+    def compute(stored: Stored, view: BatchView) -> Changes:
+        todo = [(r, decode(r.payload)) for r in records if r.offset > stored.offset]
+        paths = {e.path for _, e in todo if e is not None and e.op != "tick"}
+        rid_keys = {e.rid_key for _, e in todo if e is not None and e.rid}
+        before = view.records(paths)
+        rids_before = view.request_ids(rid_keys)
+        state = MemoryState(window_ms)
+        state.load(Snapshot(partition, stored, dict(before), dict(rids_before)))
+        for log_record, event in todo:
+            state.apply_event(partition, log_record.offset, log_record.timestamp, event)
+        log_time = state.log_time.get(partition, stored.log_time)
+        changes = Changes(offset=todo[-1][0].offset, log_time=log_time)
+        for path in paths:
+            now = state.records.get(path)
+            if now is not None:
+                if now != before.get(path):
+                    changes.upserts[path] = now
+            elif path in before:
+                changes.deletes.add(path)
+        rids = state.rids[partition]
+        for key in rid_keys:
+            if key in rids and rids[key] != rids_before.get(key):
+                changes.request_ids[key] = rids[key]
+        changes.forget_request_ids_until = log_time - window_ms
+        return changes
+
+    return compute
+
+
+@dataclass
+class _Range:
+    start: int  # the range covers start..records[-1].offset of the log
+    records: list[LogRecord]
+    arrived: float = field(default_factory=time.monotonic)
+
+    @property
+    def end(self) -> int:
+        return self.records[-1].offset
+
+
+class StoreHandle:
+    """The durable store, opened (migrated, identity checked) on first use."""
+
+    def __init__(self, store: DurableStore, cluster_uid: str, topic_id: Callable[[], str]) -> None:
+        self.store = store
+        self.cluster_uid = cluster_uid
+        self._topic_id = topic_id
+        self._opened = False
+        self._lock = threading.Lock()
+        self.refused: str | None = None
+
+    def get(self) -> DurableStore:
+        """The store, ready to use; StoreUnavailableError or StoreIdentityError if not."""
+        if self._opened:
+            return self.store
+        with self._lock:
+            if not self._opened:
+                if self.refused:
+                    raise StoreIdentityError(self.refused)
+                try:
+                    topic_id = self._topic_id()
+                except LogUnavailableError as exc:
+                    raise StoreUnavailableError(f"cannot identify the event log: {exc}") from exc
+                try:
+                    self.store.open(self.cluster_uid, topic_id)
+                except StoreIdentityError as exc:
+                    self.refused = str(exc)
+                    raise
+                self._opened = True
+        return self.store
+
+
+Report = Callable[[str | None], None]
+
+
+class StoreWriter(threading.Thread):
+    def __init__(
+        self,
+        handle: StoreHandle,
+        admin: LogAdmin,
+        reader: Callable[[], LogReader],
+        window_ms: int,
+        metrics: NodeMetrics,
+        report: Report,
+        owned: Callable[[], Iterable[int]],
+        audit_window_ms: int,
+        truncate_every: float = 60.0,
+    ) -> None:
+        super().__init__(name="agentmem-store-writer", daemon=True)
+        self.handle = handle
+        self.admin = admin
+        self._make_reader = reader
+        self._reader: LogReader | None = None
+        self.window_ms = window_ms
+        self.metrics = metrics
+        self.report = report
+        self.owned = owned
+        self.audit_window_ms = audit_window_ms
+        self.truncate_every = truncate_every
+        self._queues: dict[int, deque[_Range]] = {}
+        self._queued = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop_flag = threading.Event()
+        self.stored: dict[int, Stored] = {}
+        self.offered: dict[int, int] = {}
+        self._last_truncate = time.monotonic()
+        self.error: str | None = None
+
+    # Applier thread ------------------------------------------------------------
+
+    def offer(self, partition: int, start: int, records: list[LogRecord]) -> None:
+        """A range the applier applied: ``start`` .. ``records[-1].offset``."""
+        with self._lock:
+            queue = self._queues.setdefault(partition, deque())
+            queue.append(_Range(start, records))
+            self._queued += len(records)
+            self.offered[partition] = records[-1].offset
+            while self._queued > MAX_QUEUED:
+                largest = max(self._queues.values(), key=len)
+                dropped = largest.popleft()
+                self._queued -= len(dropped.records)
+        self._wake.set()
+
+    def forget(self, partition: int) -> None:
+        """The node no longer reads this partition."""
+        with self._lock:
+            queue = self._queues.pop(partition, None)
+            if queue:
+                self._queued -= sum(len(r.records) for r in queue)
+            self.offered.pop(partition, None)
+            self.stored.pop(partition, None)
+
+    def stop(self) -> None:
+        self._stop_flag.set()
+        self._wake.set()
+
+    # Writer thread -------------------------------------------------------------
+
+    def run(self) -> None:
+        backoff = 0.5
+        while not self._stop_flag.is_set():
+            try:
+                busy = self._step()
+                self._set_error(None)
+                backoff = 0.5
+                if not busy:
+                    self._wake.wait(0.1)
+                    self._wake.clear()
+            except StoreIdentityError as exc:
+                self._set_error(str(exc))
+                self._stop_flag.wait(30)
+            except (StoreUnavailableError, LogUnavailableError) as exc:
+                self._set_error(f"{exc}; the durable store falls behind until it is back")
+                self._stop_flag.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+            except LogGapError as exc:
+                self._set_error(f"the durable store cannot catch up: {exc}")
+                self._stop_flag.wait(30)
+            except Exception as exc:
+                log.exception("store writer error; retrying")
+                self._set_error(f"store writer error: {exc}")
+                self._stop_flag.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+        if self._reader is not None:
+            self._reader.close()
+
+    def _set_error(self, message: str | None) -> None:
+        if message != self.error:
+            if message:
+                log.warning("%s", message)
+            self.error = message
+            self.report(message)
+
+    def _step(self) -> bool:
+        store = self.handle.get()
+        with self._lock:
+            partitions = [p for p, q in self._queues.items() if q]
+        for p in partitions:
+            self._drain(store, p)
+        self._observe_lag()
+        if time.monotonic() - self._last_truncate >= self.truncate_every:
+            self._truncate(store)
+            self._last_truncate = time.monotonic()
+        return bool(partitions)
+
+    def _next(self, partition: int) -> _Range | None:
+        """The first queued range, merged with the ones that continue it."""
+        with self._lock:
+            queue = self._queues.get(partition)
+            if not queue:
+                return None
+            first = queue[0]
+            merged = _Range(first.start, list(first.records), first.arrived)
+            i = 1
+            while i < len(queue) and len(merged.records) < MAX_TRANSACTION:
+                nxt = queue[i]
+                if nxt.start != merged.end + 1:
+                    break
+                merged.records += nxt.records
+                i += 1
+            return merged
+
+    def _pop_until(self, partition: int, offset: int) -> None:
+        """Forget queued ranges the store reflects up to ``offset``."""
+        with self._lock:
+            queue = self._queues.get(partition)
+            while queue and queue[0].end <= offset:
+                self._queued -= len(queue.popleft().records)
+
+    def _drain(self, store: DurableStore, p: int) -> None:
+        stored = self.stored.get(p)
+        if stored is None:
+            stored = self.stored[p] = store.offsets([p])[p]
+        while not self._stop_flag.is_set():
+            self._pop_until(p, stored.offset)
+            batch = self._next(p)
+            if batch is None:
+                return
+            if batch.start > stored.offset + 1:
+                stored = self._catch_up(store, p, stored, batch.start)
+                continue
+            result = store.write(
+                p, batch.start, batch.end, changes_of(p, batch.records, self.window_ms)
+            )
+            if result.status == "written":
+                delay = time.time() - batch.records[0].timestamp / 1000
+                self.metrics.store_write_delay.observe(max(0.0, delay))
+                self.metrics.store_writes.inc()
+            stored = self.stored[p] = result.stored
+
+    def _catch_up(self, store: DurableStore, p: int, stored: Stored, until: int) -> Stored:
+        """Write the events between the stored offset and ``until`` from the log."""
+        reader = self._reader or self._make_reader()
+        self._reader = reader
+        start = stored.offset + 1
+        reader.assign({p: start})
+        records = read_range(reader, p, start, until, MAX_TRANSACTION)
+        if not records:
+            raise LogUnavailableError(
+                f"partition {p}: events {start}..{until - 1} could not be read for the store"
+            )
+        result = store.write(p, start, records[-1].offset, changes_of(p, records, self.window_ms))
+        self.metrics.store_catch_up_events.inc(len(records))
+        self.stored[p] = result.stored
+        return result.stored
+
+    def _observe_lag(self) -> None:
+        now = time.time()
+        messages, seconds = 0, 0.0
+        with self._lock:
+            for p, queue in self._queues.items():
+                stored = self.stored.get(p, Stored())
+                behind = self.offered.get(p, stored.offset) - stored.offset
+                messages += max(0, behind)
+                for r in queue:
+                    first = next((x for x in r.records if x.offset > stored.offset), None)
+                    if first is not None:
+                        seconds = max(seconds, now - first.timestamp / 1000)
+                        break
+        self.metrics.store_lag_messages.set(messages)
+        self.metrics.store_lag_seconds.set(seconds)
+
+    def _truncate(self, store: DurableStore) -> None:
+        """Remove what the store reflects and the audit window no longer needs."""
+        owned = sorted(self.owned())
+        if not owned:
+            return
+        horizon = int(time.time() * 1000) - self.audit_window_ms
+        stored = store.offsets(owned)
+        marks = self.admin.watermarks(owned)
+        for p in owned:
+            before = min(stored[p].offset + 1, self.admin.offset_for_time(p, horizon))
+            if before > marks[p][0]:
+                self.admin.truncate(p, before)
+                self.metrics.log_truncations.inc()
+                log.info("partition %s: log truncated before offset %s", p, before)

@@ -1,0 +1,61 @@
+"""The serve loop of the node and the router: logging, an aiohttp site, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from aiohttp import web
+
+log = logging.getLogger("agentmem")
+
+
+async def serve_until_stopped(
+    app: web.Application,
+    listen: str,
+    on_stop: Callable[[], None] | None = None,
+    started: Callable[[], None] | None = None,
+) -> None:
+    """Serve ``app`` on ``host:port`` until SIGTERM or SIGINT; finish requests, then return.
+
+    ``on_stop`` runs first when the signal arrives (e.g. to end streams).
+    """
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=10)
+    await runner.setup()
+    host, _, port = listen.rpartition(":")
+    await web.TCPSite(runner, host or "0.0.0.0", int(port)).start()
+    if started is not None:
+        started()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    if on_stop is not None:
+        on_stop()
+    await runner.cleanup()
+
+
+def run_service(main: Callable[[], Coroutine[Any, Any, None]], name: str) -> int:
+    """Run a service's main coroutine with logging set up; 1 on a start-up failure."""
+    logging.basicConfig(
+        level=os.environ.get("AGENTMEM_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        asyncio.run(main())
+    except (RuntimeError, ValueError, OSError) as exc:
+        logging.getLogger(f"agentmem.{name}").error("%s", exc)
+        return 1
+    with contextlib.suppress(Exception):
+        logging.shutdown()
+    return 0
