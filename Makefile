@@ -29,12 +29,10 @@ lint: $(STAMP) ## ruff (lint and format check), mypy strict, import-linter layer
 unit: $(STAMP) ## The unit tier only (no servers)
 	$(BIN)/pytest tests/unit
 
-testenv: ## Build/fetch the test servers (control plane, Kafka, Redis); cached in ~/.cache
+testenv: ## Build/fetch the test servers (control plane, Kafka, Redis, PostgreSQL); cached in ~/.cache
 	bash testenv/build.sh
 	bash testenv/kafka/fetch.sh >/dev/null
-	@command -v redis-server >/dev/null || { \
-	  echo "==> installing Debian's redis-server"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	bash testenv/packages.sh
 
 test: lint testenv ## Everything: lint, types, layers and every test tier (starts its servers)
 	$(BIN)/pytest

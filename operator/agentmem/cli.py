@@ -102,6 +102,9 @@ def node(args: argparse.Namespace) -> int:
             dedup_window_seconds=args.dedup_window_seconds,
             max_request_ids=args.max_request_ids,
             audit_window_seconds=args.audit_window_seconds,
+            truncate_interval=args.truncate_interval_seconds,
+            tick_interval=args.tick_interval_seconds,
+            wait_timeout=args.wait_timeout_seconds,
         )
     )
 
@@ -248,6 +251,24 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=_env_int("AGENTMEM_AUDIT_WINDOW_SECONDS") or 7 * 24 * 3600,
         help="history the log keeps whatever the durable store reflects",
+    )
+    p.add_argument(
+        "--truncate-interval-seconds",
+        type=float,
+        default=float(env("AGENTMEM_TRUNCATE_INTERVAL_SECONDS", "60")),
+        help="how often the log is truncated behind the durable store",
+    )
+    p.add_argument(
+        "--wait-timeout-seconds",
+        type=float,
+        default=float(env("AGENTMEM_WAIT_TIMEOUT_SECONDS", "10")),
+        help="how long a request waits for a version or an outcome before 504",
+    )
+    p.add_argument(
+        "--tick-interval-seconds",
+        type=float,
+        default=float(env("AGENTMEM_TICK_INTERVAL_SECONDS", "1")),
+        help="how often idle partitions with expired keys get a tick event",
     )
     p.set_defaults(func=node)
 

@@ -113,6 +113,8 @@ background.threads=4
 log.cleaner.threads=1
 log.cleaner.dedupe.buffer.size=16777216
 log.cleaner.backoff.ms=1000
+# tests force small retention on some topics: look for expired segments each second
+log.retention.check.interval.ms=1000
 PROPS
 
   # Fast start (default on; AGENTMEM_KAFKA_FAST_START=0 turns it off):

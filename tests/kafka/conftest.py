@@ -200,14 +200,23 @@ class NodeProcess:
         raise RuntimeError(f"the node did not become ready:\n{self.tail()}")
 
     def ready(self) -> bool:
+        return self.readyz()[0] == 200
+
+    def readyz(self) -> tuple[int, dict[str, Any]]:
+        """/readyz's status and body (0 when the node does not answer)."""
+        return self.get_json("/readyz")
+
+    def get_json(self, path: str) -> tuple[int, dict[str, Any]]:
         import urllib.error
         import urllib.request
 
         try:
-            with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
+            with urllib.request.urlopen(f"{self.url}{path}", timeout=5) as response:
+                return int(response.status), json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+        except (urllib.error.URLError, OSError, ValueError):
+            return 0, {}
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -223,10 +232,10 @@ class NodeProcess:
 def node_factory(kafka: Broker, tmp_path: Path) -> Iterator[Callable[..., NodeProcess]]:
     nodes: list[NodeProcess] = []
 
-    def make(topic: str, redis_url: str, **options: str) -> NodeProcess:
+    def make(topic: str, redis_url: str, wait_ready: bool = True, **options: str) -> NodeProcess:
         node = NodeProcess(kafka, topic, redis_url, tmp_path / f"node-{len(nodes)}.log", **options)
         nodes.append(node)
-        return node.start()
+        return node.start(wait_ready)
 
     yield make
     for node in nodes:

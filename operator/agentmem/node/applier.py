@@ -60,12 +60,8 @@ class ApplierEvents(Protocol):
     def phase(self, partition: int, phase: Phase, reason: str) -> None: ...
     def reset(self, partitions: list[int]) -> None: ...
     def failed(self, source: str, message: str | None) -> None: ...
-    def sampled(
-        self,
-        marks: dict[int, tuple[int, int]],
-        samples: dict[int, PartitionSample],
-        memory: tuple[int, int],
-    ) -> None: ...
+    def watermarks(self, marks: dict[int, tuple[int, int]]) -> None: ...
+    def sampled(self, samples: dict[int, PartitionSample], memory: tuple[int, int]) -> None: ...
 
 
 Post = Callable[..., None]
@@ -342,7 +338,9 @@ class Sampler(threading.Thread):
         while not self._stop_flag.wait(self.interval):
             partitions = self.applier.partitions
             try:
+                # The log first: a stalled state must not hide how far behind it is.
                 marks = self.admin.watermarks(partitions) if partitions else {}
+                self.post(self.events.watermarks, marks)
                 samples = self.state.sample(partitions) if partitions else {}
                 memory = self.state.memory()
             except LogUnavailableError as exc:
@@ -351,7 +349,7 @@ class Sampler(threading.Thread):
             except Exception as exc:
                 self._fail(f"sampling failed: {exc}")
                 continue
-            self.post(self.events.sampled, marks, samples, memory)
+            self.post(self.events.sampled, samples, memory)
             self._fail(None)
             self.applier.check_state()
 

@@ -19,13 +19,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentmem.eventlog.ports import LogAdmin, LogReader, read_range
+from agentmem.eventlog.ports import LogAdmin, LogReader, LogRecord, read_range
 from agentmem.node.apply import MemoryState, Outcome, decode
 from agentmem.node.watch import change
 
 #: Replays kept for cursors that may be continued.
-CURSORS_KEPT = 256
-SCAN_BATCH = 2000
+CURSORS_KEPT = 64
+SCAN_BATCH = 500
+#: Read-ahead kept with a cursor at most (bytes of payload); beyond, it is read again.
+AHEAD_BYTES = 1 << 20
 
 
 @dataclass
@@ -34,11 +36,20 @@ class _Replay:
     first: int  # the first offset of the log this replay started from
     cursor: int = -1  # the last offset it applied
     entries: list[dict[str, Any]] = field(default_factory=list)
+    #: Records read past the end of the previous page, not applied yet.
+    ahead: list[LogRecord] = field(default_factory=list)
 
 
 class History:
-    def __init__(self, admin: LogAdmin, reader: Callable[[], LogReader], window_ms: int) -> None:
+    def __init__(
+        self,
+        admin: LogAdmin,
+        reader: Callable[[], LogReader],
+        window_ms: int,
+        scanned: Callable[[int], None] = lambda n: None,
+    ) -> None:
         self.admin = admin
+        self._scanned = scanned
         self.window_ms = window_ms
         self._make_reader = reader
         self._reader: LogReader | None = None
@@ -71,11 +82,20 @@ class History:
             reader = self._reader or self._make_reader()
             self._reader = reader
             while replay.cursor < end - 1 and len(replay.entries) < limit:
-                reader.assign({p: replay.cursor + 1})
-                batch = read_range(reader, p, replay.cursor + 1, end, SCAN_BATCH)
+                batch = [r for r in replay.ahead if r.offset < end]
+                replay.ahead = []
                 if not batch:
-                    break
-                for record in batch:
+                    reader.assign({p: replay.cursor + 1})
+                    batch = read_range(reader, p, replay.cursor + 1, end, SCAN_BATCH)
+                    if not batch:
+                        break
+                    self._scanned(len(batch))
+                for i, record in enumerate(batch):
+                    if len(replay.entries) >= limit:
+                        rest = batch[i:]
+                        if sum(len(r.payload) for r in rest) <= AHEAD_BYTES:
+                            replay.ahead = rest
+                        break
                     replay.cursor = record.offset
                     event = decode(record.payload)
                     if event is None or event.tenant != tenant or event.agent != agent:
@@ -96,8 +116,6 @@ class History:
                     else:
                         entry["outcome"] = outcome.status
                     replay.entries.append(entry)
-                    if len(replay.entries) >= limit:
-                        break
             entries, replay.entries = replay.entries, []
             self._replays[(tenant, agent, p, replay.cursor)] = replay
             while len(self._replays) > CURSORS_KEPT:

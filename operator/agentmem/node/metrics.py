@@ -101,6 +101,14 @@ class NodeMetrics:
             naming.METRIC_STORE_LAG_SECONDS,
             "Age of the oldest event applied here that the durable store does not reflect.",
         )
+        self.history_scanned = counter(
+            "memory_node_history_scanned_events_total",
+            "Log events read to answer history and watch catch-up.",
+        )
+        self.high_watermark_queries = counter(
+            "memory_node_high_watermark_queries_total",
+            "Queries of the log's end for strong reads (shared by concurrent reads).",
+        )
         self.log_truncations = counter(
             "memory_node_log_truncations_total",
             "Times this node removed log events the durable store reflects.",

@@ -98,8 +98,10 @@ class Node:
         self.progress = Progress(settings.wait_timeout)
         self.cache = RecordCache(settings.cache_entries)
         self.watchers = WatchHub()
-        self.history_pages = History(admin, reader, settings.window_ms)
-        self.highs = HighWatermarks(admin.high_watermarks)
+        self.history_pages = History(
+            admin, reader, settings.window_ms, self.metrics.history_scanned.inc
+        )
+        self.highs = HighWatermarks(admin.high_watermarks, self.metrics.high_watermark_queries.inc)
         self.store = None if store is None else StoreHandle(store, settings.uid, admin.topic_id)
         self.view = View()
         self.follower = (
@@ -525,6 +527,7 @@ class Node:
     def reset(self, partitions: list[int]) -> None:
         self.progress.reset(partitions)
         self.cache.forget_all()
+        self.state.serve_current()
         self.reset_suspected = False
 
     def failed(self, source: str, message: str | None) -> None:
@@ -533,17 +536,8 @@ class Node:
         else:
             self.failures[source] = message
 
-    def sampled(
-        self,
-        marks: dict[int, tuple[int, int]],
-        samples: dict[int, PartitionSample],
-        memory: tuple[int, int],
-    ) -> None:
+    def watermarks(self, marks: dict[int, tuple[int, int]]) -> None:
         self.progress.watermarks(marks)
-        self.samples = samples
-        self.memory = memory
-        self.metrics.redis_used.set(memory[0])
-        self.metrics.redis_max.set(memory[1])
         now = time.monotonic()
         messages, seconds = 0, 0.0
         for p in self.view.owned:
@@ -553,6 +547,12 @@ class Node:
         self.metrics.event_lag_messages.set(messages)
         self.metrics.event_lag_seconds.set(seconds)
         self.metrics.waiters.set(self.progress.waiting())
+
+    def sampled(self, samples: dict[int, PartitionSample], memory: tuple[int, int]) -> None:
+        self.samples = samples
+        self.memory = memory
+        self.metrics.redis_used.set(memory[0])
+        self.metrics.redis_max.set(memory[1])
 
     # Health ----------------------------------------------------------------------
 
@@ -619,5 +619,8 @@ class Node:
                 else "no durable store: the event log is the state and is never truncated"
             ),
             "store_error": self.failures.get("store"),
+            "truncate_error": (
+                self._store_writer.truncate_error if self._store_writer is not None else None
+            ),
             "partitions": out,
         }

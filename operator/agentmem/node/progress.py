@@ -236,8 +236,13 @@ class HighWatermarks:
     watermark read after it began, and concurrent strong reads share queries.
     """
 
-    def __init__(self, query: Callable[[list[int]], dict[int, int]]) -> None:
+    def __init__(
+        self,
+        query: Callable[[list[int]], dict[int, int]],
+        queried: Callable[[], None] = lambda: None,
+    ) -> None:
         self._query = query
+        self._queried = queried
         self._queued: dict[int, list[asyncio.Future[int]]] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -251,6 +256,7 @@ class HighWatermarks:
     async def _run(self) -> None:
         while self._queued:
             batch, self._queued = self._queued, {}
+            self._queried()
             try:
                 marks = await asyncio.to_thread(self._query, sorted(batch))
             except Exception as exc:

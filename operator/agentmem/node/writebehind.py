@@ -165,6 +165,7 @@ class StoreWriter(threading.Thread):
         self.offered: dict[int, int] = {}
         self._last_truncate = time.monotonic()
         self.error: str | None = None
+        self.truncate_error: str | None = None
 
     # Applier thread ------------------------------------------------------------
 
@@ -239,8 +240,16 @@ class StoreWriter(threading.Thread):
             self._drain(store, p)
         self._observe_lag()
         if time.monotonic() - self._last_truncate >= self.truncate_every:
-            self._truncate(store)
             self._last_truncate = time.monotonic()
+            try:
+                self._truncate(store)
+                self.truncate_error = None
+            except LogUnavailableError as exc:
+                # Truncation can wait (the broker's retention is a distant backstop);
+                # it never holds up the store's writes.
+                if str(exc) != self.truncate_error:
+                    log.warning("%s; truncation is tried again later", exc)
+                self.truncate_error = str(exc)
         return bool(partitions)
 
     def _next(self, partition: int) -> _Range | None:

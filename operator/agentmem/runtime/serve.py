@@ -25,7 +25,8 @@ async def serve_until_stopped(
 
     ``on_stop`` runs first when the signal arrives (e.g. to end streams).
     """
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=10)
+    # A request whose client went away is cancelled, and with it what it waits for.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=10, handler_cancellation=True)
     await runner.setup()
     host, _, port = listen.rpartition(":")
     await web.TCPSite(runner, host or "0.0.0.0", int(port)).start()

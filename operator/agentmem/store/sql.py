@@ -92,6 +92,8 @@ class SqlStore:
     def __init__(self) -> None:
         self.cluster_uid = ""
         self.topic_id = ""
+        #: Transactions that failed to serialize and were run again.
+        self.retries = 0
 
     # Adapter hooks ------------------------------------------------------------
 
@@ -217,6 +219,7 @@ class SqlStore:
             try:
                 return self._write_once(partition, start, end, compute)
             except RetryableTransactionError:
+                self.retries += 1
                 time.sleep(min(0.005 * 2**attempt, 0.5))
         raise StoreUnavailableError(
             f"{self.name}: the write of partition {partition} failed to serialize "

@@ -25,6 +25,9 @@ class MemoryStateStore:
         if wipe:
             self.state = MemoryState(self.window_ms)
 
+    def serve_current(self) -> None:
+        return None
+
     def applied_offsets(self, partitions: Sequence[int]) -> dict[int, int]:
         with self.state.lock:
             return {p: self.state.applied.get(p, -1) for p in partitions}

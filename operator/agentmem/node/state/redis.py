@@ -44,6 +44,7 @@ from agentmem.store.ports import Record, Snapshot
 
 RESET = "AGENTMEM_STORE_RESET"
 LOAD_CHUNK = 1000
+READ_CONNECTIONS = 64
 
 
 def _script(name: str) -> str:
@@ -69,22 +70,32 @@ def _record(values: Sequence[Any]) -> Record | None:
 class RedisState:
     """State in a co-located Redis."""
 
-    def __init__(self, url: str, window_ms: int = DEFAULT_DEDUP_WINDOW_MS) -> None:
+    def __init__(
+        self, url: str, window_ms: int = DEFAULT_DEDUP_WINDOW_MS, timeout: float = 10.0
+    ) -> None:
         self.url = url
         self.window_ms = window_ms
-        self._sync = redis.Redis.from_url(url)
+        # A Redis that hangs (not only one that is gone) must surface as an error.
+        self._sync = redis.Redis.from_url(url, socket_timeout=timeout)
         self._apply = self._sync.register_script(_script("apply.lua"))
         self._loaded = self._sync.register_script(_script("loaded.lua"))
         self._clean = self._sync.register_script(_script("clean.lua"))
-        self._async = aioredis.Redis.from_url(url)
+        # Reads queue for a connection (at most READ_CONNECTIONS) rather than fail
+        # with "too many connections" when many miss the cache at once.
+        self._async = aioredis.Redis(
+            connection_pool=aioredis.BlockingConnectionPool.from_url(
+                url, max_connections=READ_CONNECTIONS, timeout=timeout, socket_timeout=timeout
+            )
+        )
         self._read = self._async.register_script(_script("read.lua"))
         self._lock = threading.Lock()
-        self._marker = ""
+        self._marker = ""  # the contents the applier writes to
+        self._serving = ""  # the contents reads accept (see serve_current)
 
     def _failed(self, exc: redis.exceptions.ResponseError) -> Exception:
         if RESET in str(exc):
             return StateResetError(f"Redis at {self.url} lost its data")
-        if "OOM" in str(exc):
+        if isinstance(exc, redis.exceptions.OutOfMemoryError) or "maxmemory" in str(exc):
             return StateFullError(f"Redis at {self.url} is full: {exc}")
         return exc
 
@@ -109,6 +120,13 @@ class RedisState:
                 self._sync.set("am:marker", self._marker)
             else:
                 self._marker = _text(marker)
+            if not wipe:
+                self._serving = self._marker
+
+    def serve_current(self) -> None:
+        """Let reads see the contents claimed last (after a wipe, once the node marked
+        the partitions as rebuilding: before that, a read must fail, not see them)."""
+        self._serving = self._marker
 
     def verify(self) -> None:
         marker = self._sync.get("am:marker")
@@ -230,7 +248,7 @@ class RedisState:
 
     async def _checked_read(self, keys: list[str], mode: str) -> Any:
         try:
-            return await self._read(keys=keys, args=[self._marker, mode])
+            return await self._read(keys=keys, args=[self._serving, mode])
         except redis.exceptions.ResponseError as exc:
             raise self._failed(exc) from exc
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
