@@ -38,15 +38,20 @@ test: lint testenv ## Everything: lint, types, layers and every test tier (start
 	$(BIN)/pytest
 
 bench: $(STAMP) testenv ## Run the benchmarks (each prints a JSON line at the end)
-	@command -v wrk >/dev/null || { \
-	  echo "==> installing Debian's wrk (HTTP load generator)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+	bash testenv/packages.sh wrk  # the HTTP load generator
 	$(BIN)/python benchmarks/ring.py
 	$(BIN)/python benchmarks/node.py
+	$(BIN)/python benchmarks/bootstrap.py
+	$(BIN)/python benchmarks/dedup.py
+
+BASE ?= HEAD~1
+bench-compare: $(STAMP) testenv ## node.py of this tree and of BASE (a git revision), interleaved
+	bash testenv/packages.sh wrk
+	$(BIN)/python benchmarks/interleave.py --base $(BASE) --runs 3
 
 manifests: $(STAMP) ## Regenerate crds/ from the model, then the chart's CRDs, manifests/ and the bundle
 	$(BIN)/agentmem crd > crds/agentmem.io_agentmemoryclusters.yaml
 	bash testenv/build.sh >/dev/null  # the pinned helm renders manifests/base from the chart
 	$(BIN)/python scripts/generate_manifests.py
 
-.PHONY: help install lint unit testenv test bench manifests
+.PHONY: help install lint unit testenv test bench bench-compare manifests

@@ -37,7 +37,7 @@ from tests.kafka.conftest import Broker, NodeProcess, RedisServer
 
 from agentmem.eventlog.events import Event
 from agentmem.eventlog.kafka import TopicSpec, ensure_topic
-from agentmem.eventlog.kafka_log import KafkaReader
+from agentmem.eventlog.kafka_log import KafkaAdmin, KafkaReader
 from agentmem.node.state.redis import RedisState
 
 PARTITIONS = 8
@@ -158,7 +158,6 @@ def raw_roundtrip(bootstrap: str, topic: str, samples: int) -> list[float]:
     times = []
     for i in range(samples + 50):
         start = time.perf_counter()
-        # The event topic is compacted: every record needs a key.
         producer.produce(topic, b'{"bench":%d}' % i, b"bench/raw/k%d" % (i % 100), partition=0)
         producer.poll(0)
         deadline = start + 10
@@ -197,7 +196,9 @@ def replay(bootstrap: str, redis_url: str, events: int) -> float:
     store._sync.flushall()
     store.claim()
     reader = KafkaReader(settings, topic, fetch_wait_ms=100)
-    high = reader.high_watermarks(list(range(PARTITIONS)))
+    admin = KafkaAdmin(settings, topic)
+    high = admin.high_watermarks(list(range(PARTITIONS)))
+    admin.close()
     reader.assign(dict.fromkeys(range(PARTITIONS), 0))
     applied = 0
     start = time.perf_counter()

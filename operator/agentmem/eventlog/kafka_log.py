@@ -187,9 +187,15 @@ class KafkaReader:
                 self._raise_for(msg, error)
                 continue  # transient: librdkafka retries by itself
             _, ts = msg.timestamp()
-            partition, offset = msg.partition() or 0, msg.offset() or 0
-            self._next[partition] = offset + 1
-            out.append(LogRecord(partition, offset, ts, msg.value() or b"", msg.key() or b""))
+            out.append(
+                LogRecord(
+                    msg.partition() or 0,
+                    msg.offset() or 0,
+                    ts,
+                    msg.value() or b"",
+                    msg.key() or b"",
+                )
+            )
         return out
 
     def _raise_for(self, msg: Message, error: KafkaError) -> None:
@@ -201,9 +207,11 @@ class KafkaReader:
                 low, _ = self._consumer.get_watermark_offsets(
                     TopicPartition(self.topic, partition), timeout=5, cached=False
                 )
+                (position,) = self._consumer.position([TopicPartition(self.topic, partition)])
             except KafkaException as exc:
                 raise LogUnavailableError(f"cannot reach the event log: {exc}") from exc
-            raise LogGapError(partition, self._next[partition], low)
+            wanted = position.offset if position.offset >= 0 else self._next[partition]
+            raise LogGapError(partition, wanted, low)
         if error.fatal():
             raise LogUnavailableError(f"the event log failed: {error.str()}")
 

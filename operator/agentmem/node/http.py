@@ -132,9 +132,11 @@ def _epoch(request: web.Request) -> int | None:
     return int(raw)
 
 
-def _read_request(request: web.Request, keys: tuple[str, ...] | None) -> ReadRequest:
+def _read_request(
+    request: web.Request, keys: tuple[str, ...] | None, agent: tuple[str, str] | None = None
+) -> ReadRequest:
     node = _node(request)
-    tenant, agent = _agent(request)
+    tenant, agent_id = agent or _agent(request)
     consistency = request.query.get("consistency", node.settings.consistency)
     if consistency not in ("eventual", "session", "strong"):
         raise errors.InvalidRequest(
@@ -144,7 +146,7 @@ def _read_request(request: web.Request, keys: tuple[str, ...] | None) -> ReadReq
     raw = request.query.get("min_version")
     min_version = Version.parse(raw, node.settings.partitions, "min_version") if raw else None
     chosen: Consistency = consistency  # type: ignore[assignment]
-    return ReadRequest(tenant, agent, keys, chosen, min_version, _epoch(request))
+    return ReadRequest(tenant, agent_id, keys, chosen, min_version, _epoch(request))
 
 
 def _expect(request: web.Request, addr: Address) -> Expect:
@@ -284,12 +286,12 @@ def _write_response(node: Node, addr: Address, result: WriteResult) -> web.Respo
 @answers_errors
 async def get_key(request: web.Request) -> web.Response:
     node = _node(request)
-    key = request.match_info["key"]
-    req = _read_request(request, (key,))
-    addr = Address.parse(req.tenant, req.agent, key)
+    info = request.match_info
+    addr = Address.parse(info["tenant"], info["agent"], info["key"])
+    req = _read_request(request, (addr.key,), (addr.tenant, addr.agent))
     partition, (record,) = await node.read(req)
     if record is None:
-        return json_error(404, "not_found", f"{key} is not set", _headers(node, partition))
+        return json_error(404, "not_found", f"{addr.key} is not set", _headers(node, partition))
     version = f"{partition}:{record.version}"
     return web.Response(
         text=_record_json(addr, partition, record),
@@ -382,9 +384,7 @@ async def watch(request: web.Request) -> web.StreamResponse:
     node = _node(request)
     tenant, agent = _agent(request)
     after = _after(request)
-    epoch = _epoch(request)
-    node.route(tenant, agent, epoch)  # redirect before streaming
-    stream = node.watch(tenant, agent, after, epoch)
+    stream = node.watch(tenant, agent, after, _epoch(request))  # a redirect is raised here
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **_headers(node)}
     )

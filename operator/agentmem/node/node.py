@@ -382,10 +382,13 @@ class Node:
             self._applier.check_state()
 
     async def _records(self, p: int, paths: Sequence[str]) -> list[Record | None]:
-        hits, misses = self.cache.hits, self.cache.misses
-        found = await self.cache.get(paths, self._load)
-        self.metrics.hits.inc(self.cache.hits - hits)
-        self.metrics.misses.inc(self.cache.misses - misses)
+        cache = self.cache
+        hits, misses = cache.hits, cache.misses
+        found = await cache.get(paths, self._load)
+        if cache.hits != hits:
+            self.metrics.hits.inc(cache.hits - hits)
+        if cache.misses != misses:
+            self.metrics.misses.inc(cache.misses - misses)
         now = now_ms()
         return [r if r is not None and r.live(now) else None for r in found]
 
@@ -426,16 +429,21 @@ class Node:
             raise errors.LogUnavailable(f"{exc}; retry in a moment", retry_after=1) from exc
         return p, entries, cursor
 
-    async def watch(
+    def watch(
         self, tenant: str, agent: str, after: int | None, client_epoch: int | None = None
     ) -> AsyncIterator[dict[str, Any]]:
         """Changes of an agent's keys as they are applied; from ``after`` when given.
 
-        Yields an empty dict as a heartbeat when nothing changed for a while, and
-        ends with ``{"overflow": True, "resume_after": version}`` when the watcher
-        fell more than the queue's length behind (it resumes with ``after``).
+        Routes at once (a redirect is raised here, before any streaming). Yields an
+        empty dict as a heartbeat when nothing changed for a while, and ends with
+        ``{"overflow": True, "resume_after": version}`` when the watcher fell more
+        than the queue's length behind (it resumes with ``after``).
         """
-        p = self.route(tenant, agent, client_epoch)
+        return self._watch(self.route(tenant, agent, client_epoch), tenant, agent, after)
+
+    async def _watch(
+        self, p: int, tenant: str, agent: str, after: int | None
+    ) -> AsyncIterator[dict[str, Any]]:
         agent_path = f"{tenant}/{agent}"
         queue = self.watchers.subscribe(agent_path)
         try:
