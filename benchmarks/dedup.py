@@ -33,7 +33,7 @@ from agentmem.store.postgres import PostgresStore
 
 T0 = 1_800_000_000_000
 WINDOW_MS = 600_000
-DEFAULT_LIMIT = 100_000
+DEFAULT_LIMIT = 50_000  # spec.dedup.maxRequestIdsPerPartition
 
 
 def say(text: str) -> None:

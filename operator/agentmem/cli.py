@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-request-ids",
         type=int,
-        default=_env_int("AGENTMEM_MAX_REQUEST_IDS") or 100_000,
+        default=_env_int("AGENTMEM_MAX_REQUEST_IDS") or 50_000,
         help="request ids remembered per partition before new ones are refused",
     )
     p.add_argument(

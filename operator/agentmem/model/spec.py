@@ -398,12 +398,13 @@ class Dedup(Model):
         ),
     )
     max_request_ids_per_partition: int = Field(
-        100000,
+        50000,
         ge=100,
         le=10000000,
         description=(
-            "Request ids a partition remembers at most; a write with a new id beyond it is "
-            "refused (503 too_many_request_ids) until older ids leave the window."
+            "Request ids a partition remembers at most (about 170 bytes each in Redis); a "
+            "write with a new id beyond it is refused (503 too_many_request_ids) until older "
+            "ids leave the window."
         ),
     )
 

@@ -37,7 +37,7 @@ class NodeSettings:
     #: How long a client-supplied request id is remembered, by log time.
     dedup_window_seconds: int = 600
     #: Request ids remembered per partition before writes with new ids are refused.
-    max_request_ids: int = 100_000
+    max_request_ids: int = 50_000
     #: How much history the log keeps, whatever the store reflects.
     audit_window_seconds: int = 7 * 24 * 3600
     wait_timeout: float = 10.0

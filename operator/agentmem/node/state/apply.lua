@@ -17,7 +17,7 @@ end
 local applied_key = 'am:applied:' .. p
 local expiring_key = 'am:e:' .. p
 local rids_key = 'am:q:' .. p
-local rid_times_key = 'am:qt:' .. p
+local rid_queue_key = 'am:ql:' .. p
 local applied = tonumber(redis.call('GET', applied_key) or '-1')
 local last_ts = nil
 local out = {}
@@ -106,7 +106,8 @@ for i = 0, n - 1 do
         end
         if rid ~= '' then
           redis.call('HSET', rids_key, rid_key, code .. '|' .. fmt(ts))
-          redis.call('ZADD', rid_times_key, ts, rid_key)
+          -- in log order, so the oldest is at the head
+          redis.call('RPUSH', rid_queue_key, fmt(ts) .. '|' .. rid_key)
         end
         out[i + 1] = code
       end
@@ -118,11 +119,20 @@ if last_ts then
   redis.call('SET', 'am:t:' .. p, fmt(last_ts))
   local due = redis.call('ZRANGEBYSCORE', expiring_key, '-inf', last_ts, 'LIMIT', 0, sweep_limit)
   for _, path in ipairs(due) do remove(path) end
-  local old = redis.call('ZRANGEBYSCORE', rid_times_key, '-inf', last_ts - window,
-                         'LIMIT', 0, trim_limit)
-  if #old > 0 then
-    redis.call('HDEL', rids_key, unpack(old))
-    redis.call('ZREM', rid_times_key, unpack(old))
+  -- Request ids out of the window leave from the head of the queue; a hash
+  -- entry decided again later (same id, after the window) stays.
+  for _ = 1, trim_limit do
+    local head = redis.call('LINDEX', rid_queue_key, 0)
+    if not head then break end
+    local sep = string.find(head, '|', 1, true)
+    local head_ts = string.sub(head, 1, sep - 1)
+    if tonumber(head_ts) > last_ts - window then break end
+    redis.call('LPOP', rid_queue_key)
+    local key = string.sub(head, sep + 1)
+    local seen = redis.call('HGET', rids_key, key)
+    if seen and string.sub(seen, string.find(seen, '|', 1, true) + 1) == head_ts then
+      redis.call('HDEL', rids_key, key)
+    end
   end
 end
 return out

@@ -21,10 +21,19 @@ for _, path in ipairs(redis.call('ZRANGEBYSCORE', expiring_key, '-inf', now, 'LI
   redis.call('ZREM', expiring_key, path)
   removed = removed + 1
 end
-local old = redis.call('ZRANGEBYSCORE', 'am:qt:' .. p, '-inf', now - tonumber(ARGV[3]),
-                       'LIMIT', 0, limit)
-if #old > 0 then
-  redis.call('HDEL', 'am:q:' .. p, unpack(old))
-  redis.call('ZREM', 'am:qt:' .. p, unpack(old))
+local cutoff = now - tonumber(ARGV[3])
+for _ = 1, limit do
+  local head = redis.call('LINDEX', 'am:ql:' .. p, 0)
+  if not head then break end
+  local sep = string.find(head, '|', 1, true)
+  local head_ts = string.sub(head, 1, sep - 1)
+  if tonumber(head_ts) > cutoff then break end
+  redis.call('LPOP', 'am:ql:' .. p)
+  local key = string.sub(head, sep + 1)
+  local seen = redis.call('HGET', 'am:q:' .. p, key)
+  if seen and string.sub(seen, string.find(seen, '|', 1, true) + 1) == head_ts then
+    redis.call('HDEL', 'am:q:' .. p, key)
+  end
+  removed = removed + 1
 end
-return removed + #old
+return removed

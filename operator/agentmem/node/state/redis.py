@@ -16,7 +16,7 @@ Keys (Redis runs beside the node, one database per node):
 - ``am:a:{p}``        set of the agents (tenant/agent) that have keys in p
 - ``am:e:{p}``        sorted set of expiring paths of p by expiry
 - ``am:q:{p}``        hash of p's request ids (tenant/rid) -> outcome|log time
-- ``am:qt:{p}``       sorted set of p's request ids by log time
+- ``am:ql:{p}``       list of p's request ids as log time|tenant/rid, oldest first
 - ``am:marker``       identity of this store's contents; a flushed or replaced
   Redis lacks it, and the scripts refuse to run until the node rebuilt
 """
@@ -174,12 +174,12 @@ class RedisState:
                 if r.expires_at is not None:
                     pipe.zadd(f"am:e:{p}", {path: r.expires_at})
             self._execute(pipe)
-        rids = list(snapshot.request_ids.items())
+        rids = sorted(snapshot.request_ids.items(), key=lambda kv: (kv[1].log_time, kv[0]))
         for i in range(0, len(rids), LOAD_CHUNK):
             chunk = rids[i : i + LOAD_CHUNK]
             pipe = self._sync.pipeline(transaction=False)
             pipe.hset(f"am:q:{p}", mapping={k: f"{r.code}|{r.log_time}" for k, r in chunk})
-            pipe.zadd(f"am:qt:{p}", {k: r.log_time for k, r in chunk})
+            pipe.rpush(f"am:ql:{p}", *[f"{r.log_time}|{k}" for k, r in chunk])
             self._execute(pipe)
         if snapshot.stored.offset >= 0:
             try:
@@ -208,7 +208,7 @@ class RedisState:
             pipe.delete(f"am:i:{agent}")
             pipe.execute()
         r.delete(
-            f"am:a:{partition}", f"am:e:{partition}", f"am:q:{partition}", f"am:qt:{partition}"
+            f"am:a:{partition}", f"am:e:{partition}", f"am:q:{partition}", f"am:ql:{partition}"
         )
 
     def stored_partitions(self) -> list[int]:
@@ -222,8 +222,8 @@ class RedisState:
         for p in partitions:
             pipe.get(f"am:t:{p}")
             pipe.zrange(f"am:e:{p}", 0, 0, withscores=True)
-            pipe.zrange(f"am:qt:{p}", 0, 0, withscores=True)
-            pipe.zcard(f"am:qt:{p}")
+            pipe.lindex(f"am:ql:{p}", 0)
+            pipe.hlen(f"am:q:{p}")
         values = pipe.execute()
         out = {}
         for i, p in enumerate(partitions):
@@ -231,7 +231,7 @@ class RedisState:
             out[p] = PartitionSample(
                 log_time=int(log_time) if log_time is not None else None,
                 next_expiry=int(expiry[0][1]) if expiry else None,
-                oldest_request_id=int(oldest[0][1]) if oldest else None,
+                oldest_request_id=int(_text(oldest).split("|", 1)[0]) if oldest else None,
                 request_ids=int(count),
             )
         return out
