@@ -5,7 +5,10 @@ measured in the same run on the same machine:
 - redis_get_rps: redis-py GETs on the node's Redis;
 - raw_roundtrip_*: a confluent-kafka produce-then-consume round trip on the same broker.
 
-    python benchmarks/node.py [--seconds 10] [--connections 32] [--replay-events 300000]
+    python benchmarks/node.py [--seconds 10] [--connections 32] [--replay-events 300000] [--store]
+
+With ``--store`` the node writes behind into a PostgreSQL durable store, started
+on the same machine (its share of the two cores shows in the write figures).
 
 HTTP load comes from wrk (Debian's package; `make bench` installs it). Prints
 a table as it goes, then one JSON line.
@@ -225,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--replay-events", type=int, default=300_000)
+    parser.add_argument("--store", action="store_true", help="with a PostgreSQL durable store")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk (make bench does)")
@@ -236,11 +240,18 @@ def main(argv: list[str] | None = None) -> int:
     broker.start()
     redis_server = RedisServer(free_port(), workdir / "redis").start()
     node = None
+    pg = None
     try:
         topic = "agentmem.bench.events"
         spec = TopicSpec(topic, PARTITIONS, 1, {"min.insync.replicas": "1"})
         ensure_topic(broker.settings(), spec)
-        node = NodeProcess(broker, topic, redis_server.url, workdir / "node.log").start()
+        store: dict[str, str] = {}
+        if args.store:
+            from tests.postgres import PostgresServer
+
+            pg = PostgresServer().init()
+            store = {"store": pg.url, "store_schema": "bench"}
+        node = NodeProcess(broker, topic, redis_server.url, workdir / "node.log", **store).start()
         say(f"node ready at {node.url}; preloading {AGENTS} agents")
         base = f"{node.url}/"
         s, c = args.seconds, args.connections
@@ -280,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"replay into an empty Redis:   {replay_rate:9.0f} events/s")
         errors = sum(r["errors"] for r in (read_max, read_half, write_max, write_one))
         summary = {
+            "store": bool(args.store),
             "read_rps": round(read_max["rps"]),
             "read_p50_ms": round(read_half["p50_ms"], 3),
             "read_p99_ms": round(read_half["p99_ms"], 3),
@@ -303,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if node is not None:
             node.kill(signal.SIGTERM)
+        if pg is not None:
+            pg.destroy()
         redis_server.stop()
         broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
