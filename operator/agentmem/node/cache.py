@@ -38,8 +38,8 @@ class RecordCache:
             cache.pop(next(iter(cache)))  # the oldest entry
         cache[path] = record
 
-    async def get(self, paths: Sequence[str], load: Loader) -> list[Record | None]:
-        """The records of ``paths`` (absent: None), from the cache or ``load``."""
+    def lookup(self, paths: Sequence[str]) -> tuple[list[Record | None], list[str]]:
+        """The cached records of ``paths`` (None where not cached), and the paths missing."""
         cache = self._cache
         out: list[Record | None] = []
         missing: list[str] = []
@@ -50,9 +50,20 @@ class RecordCache:
                 out.append(None)
                 missing.append(path)
         self.hits += len(paths) - len(missing)
+        self.misses += len(missing)
+        return out, missing
+
+    async def get(self, paths: Sequence[str], load: Loader) -> list[Record | None]:
+        """The records of ``paths`` (absent: None), from the cache or ``load``."""
+        out, missing = self.lookup(paths)
         if not missing:
             return out
-        self.misses += len(missing)
+        return await self.fill(paths, out, missing, load)
+
+    async def fill(
+        self, paths: Sequence[str], out: list[Record | None], missing: list[str], load: Loader
+    ) -> list[Record | None]:
+        """Complete a :meth:`lookup` with the missing records from ``load``."""
         fetched = dict(zip(missing, await self._fetch(missing, load), strict=True))
         return [fetched.get(p, r) for p, r in zip(paths, out, strict=True)]
 

@@ -358,7 +358,9 @@ class Node:
             await self.progress.wait_applied(p, min_version.offset)
         if consistency == "strong":
             await self._strong(p)
-        self.progress.require_readable(p)
+        progress = self.progress.partitions.get(p)
+        if progress is None or not progress.readable:
+            self.progress.require_readable(p)
 
     async def _load(self, paths: Sequence[str]) -> list[Record | None]:
         try:
@@ -382,13 +384,12 @@ class Node:
             self._applier.check_state()
 
     async def _records(self, p: int, paths: Sequence[str]) -> list[Record | None]:
-        cache = self.cache
-        hits, misses = cache.hits, cache.misses
-        found = await cache.get(paths, self._load)
-        if cache.hits != hits:
-            self.metrics.hits.inc(cache.hits - hits)
-        if cache.misses != misses:
-            self.metrics.misses.inc(cache.misses - misses)
+        found, missing = self.cache.lookup(paths)
+        if len(missing) < len(paths):
+            self.metrics.hits.inc(len(paths) - len(missing))
+        if missing:
+            self.metrics.misses.inc(len(missing))
+            found = await self.cache.fill(paths, found, missing, self._load)
         now = now_ms()
         return [r if r is not None and r.live(now) else None for r in found]
 
