@@ -6,6 +6,8 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# What the e2e tier's real node needs (a kubelet's runtime, image building).
+E2E_PACKAGES := containerd runc containernetworking-plugins buildah debootstrap iptables
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -32,7 +34,7 @@ unit: $(STAMP) ## The unit tier only (no servers)
 testenv: ## Build/fetch the test servers (control plane, Kafka, Redis, PostgreSQL); cached in ~/.cache
 	bash testenv/build.sh
 	bash testenv/kafka/fetch.sh >/dev/null
-	bash testenv/packages.sh
+	bash testenv/packages.sh $(E2E_PACKAGES)
 
 test: lint testenv ## Everything: lint, types, layers and every test tier (starts its servers)
 	$(BIN)/pytest

@@ -27,6 +27,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -185,7 +186,12 @@ def store_lag(
     }
 
 
+def _exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # so that the servers started are stopped
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _exit)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--keys", type=int, default=10_000)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -65,7 +66,12 @@ def redis_bytes(server: RedisServer, records: list[LogRecord]) -> int:
     return after - before
 
 
+def _exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # so that the servers started are stopped
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _exit)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--writes", type=int, default=100_000)
     args = parser.parse_args(argv)

@@ -223,7 +223,12 @@ def replay(bootstrap: str, redis_url: str, events: int) -> float:
 # Main ----------------------------------------------------------------------------
 
 
+def _exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # so that the servers started are stopped
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _exit)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)

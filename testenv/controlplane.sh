@@ -19,7 +19,8 @@
 # down: stops every process started by up (TERM, then KILL after 10s), checks
 # none is left, deletes the etcd data. Logs stay in <dir>/logs. Idempotent.
 #
-# Env: AGENTMEM_TESTENV_CACHE (see build.sh), AGENTMEM_NODES (default 6),
+# Env: AGENTMEM_TESTENV_CACHE (see build.sh), AGENTMEM_NODES (default 6; 0 for
+#      none, when real kubelets join),
 #      AGENTMEM_UP_TIMEOUT seconds (default 120).
 set -euo pipefail
 
@@ -140,6 +141,14 @@ cmd_up() {
     > "${pki}/apiserver.ext"
   openssl x509 -req -in "${pki}/apiserver.csr" -CA "${pki}/ca.crt" -CAkey "${pki}/ca.key" -CAcreateserial \
     -days 3650 -extfile "${pki}/apiserver.ext" -out "${pki}/apiserver.crt" 2>/dev/null
+  # the API server's client certificate towards kubelets (logs, exec)
+  openssl ecparam -name prime256v1 -genkey -noout -out "${pki}/kubelet-client.key" 2>/dev/null
+  openssl req -new -key "${pki}/kubelet-client.key" -subj "/O=system:masters/CN=kube-apiserver-kubelet-client" \
+    -out "${pki}/kubelet-client.csr" 2>/dev/null
+  printf '%s\n' "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
+    "extendedKeyUsage=clientAuth" > "${pki}/kubelet-client.ext"
+  openssl x509 -req -in "${pki}/kubelet-client.csr" -CA "${pki}/ca.crt" -CAkey "${pki}/ca.key" -CAcreateserial \
+    -days 3650 -extfile "${pki}/kubelet-client.ext" -out "${pki}/kubelet-client.crt" 2>/dev/null
   openssl genrsa -out "${pki}/sa.key" 2048 2>/dev/null
   openssl rsa -in "${pki}/sa.key" -pubout -out "${pki}/sa.pub" 2>/dev/null
   local token
@@ -201,6 +210,8 @@ EOF
     --service-account-key-file="${pki}/sa.pub" --service-account-signing-key-file="${pki}/sa.key" \
     --service-cluster-ip-range=10.96.0.0/16 \
     --endpoint-reconciler-type=none \
+    --kubelet-preferred-address-types=InternalIP \
+    --kubelet-client-certificate="${pki}/kubelet-client.crt" --kubelet-client-key="${pki}/kubelet-client.key" \
     --allow-privileged=true --profiling=false --v=0
   log "kube-apiserver starting on https://127.0.0.1:${api_port}"
   local api_ok=(curl -sf --cacert "${pki}/ca.crt" -H "Authorization: Bearer ${token}" "https://127.0.0.1:${api_port}/readyz")
@@ -234,11 +245,13 @@ EOF
     --manage-all-nodes=false \
     --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
     --node-lease-duration-seconds=40 \
-    --cidr=10.0.0.0/16 --node-ip=10.255.0.1 \
+    --cidr=127.244.0.0/16 --node-ip=127.255.0.1 \
     "${stage_args[@]}"
   log "kube-controller-manager, kube-scheduler, kwok started"
 
-  # --- fake nodes, round-robin over 3 zones
+  # --- fake nodes, round-robin over 3 zones. Their pods run nothing; their
+  # addresses are loopback ones, so whatever tries to reach them (the operator
+  # asking nodes how far they are) stays on this machine and is refused.
   local kc=("${AGENTMEM_KUBECTL}" --kubeconfig="${kubeconfig}") i zones=(zone-a zone-b zone-c) zone name
   {
     for (( i = 0; i < nodes; i++ )); do
@@ -263,25 +276,30 @@ metadata:
     topology.kubernetes.io/region: region-1
     topology.kubernetes.io/zone: ${zone}
 spec:
-  podCIDR: 10.244.${i}.0/24
-  podCIDRs: [10.244.${i}.0/24]
+  podCIDR: 127.244.${i}.0/24
+  podCIDRs: [127.244.${i}.0/24]
 status:
-  addresses: [{type: InternalIP, address: 10.255.0.$(( i + 1 ))}, {type: Hostname, address: ${name}}]
+  addresses: [{type: InternalIP, address: 127.255.0.$(( i + 1 ))}, {type: Hostname, address: ${name}}]
   allocatable: {cpu: "32", memory: 256Gi, pods: "110", ephemeral-storage: 1Ti}
   capacity: {cpu: "32", memory: 256Gi, pods: "110", ephemeral-storage: 1Ti}
   nodeInfo: {architecture: amd64, operatingSystem: linux, kubeletVersion: fake, containerRuntimeVersion: fake, kernelVersion: fake, osImage: fake, bootID: "", machineID: "", systemUUID: "", kubeProxyVersion: ""}
 EOF
     done
   } > "${DIR}/nodes.yaml"
-  "${kc[@]}" create -f "${DIR}/nodes.yaml" -f "${HERE}/kwok-stages/storageclass.yaml" >/dev/null
-  log "${nodes} nodes and default StorageClass \"standard\" created"
+  if (( nodes > 0 )); then
+    "${kc[@]}" create -f "${DIR}/nodes.yaml" -f "${HERE}/kwok-stages/storageclass.yaml" >/dev/null
+    log "${nodes} nodes and default StorageClass \"standard\" created"
+  fi
 
   for c in kube-controller-manager kube-scheduler kwok; do
-    pid_alive "${DIR}/pids/$c.pid" || die_component "$c"
+    # (a process just started may not have exec'd its binary yet)
+    wait_for "$c" 5 pid_alive "${DIR}/pids/$c.pid" || die_component "$c"
   done
-  "${kc[@]}" wait --for=condition=Ready node --all --timeout="${timeout}s" >/dev/null \
-    || { log "ERROR: nodes not Ready"; die_component kwok; }
-  log "all nodes Ready"
+  if (( nodes > 0 )); then
+    "${kc[@]}" wait --for=condition=Ready node --all --timeout="${timeout}s" >/dev/null \
+      || { log "ERROR: nodes not Ready"; die_component kwok; }
+    log "all nodes Ready"
+  fi
   # pods can only be created once the serviceaccount controller made "default"
   wait_for "default ServiceAccount" "${timeout}" "${kc[@]}" -n default get serviceaccount default \
     || die_component kube-controller-manager

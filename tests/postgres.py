@@ -49,6 +49,8 @@ class PostgresServer:
     port: int = field(default_factory=free_port)
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="agentmem-pg-")))
     user: str | None = field(default_factory=_user)
+    #: The address it listens on (also trusted for connections from its /16).
+    host: str = "127.0.0.1"
 
     @property
     def data(self) -> Path:
@@ -56,7 +58,7 @@ class PostgresServer:
 
     @property
     def url(self) -> str:
-        return f"postgresql://agentmem@127.0.0.1:{self.port}/agentmem"
+        return f"postgresql://agentmem@{self.host}:{self.port}/agentmem"
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         command = list(args)
@@ -75,9 +77,13 @@ class PostgresServer:
             str(bindir / "initdb"), "-D", str(self.data), "-U", "agentmem",
             "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C",
         )  # fmt: skip
+        if self.host != "127.0.0.1":
+            network = ".".join(self.host.split(".")[:2]) + ".0.0/16"
+            with (self.data / "pg_hba.conf").open("a") as hba:
+                hba.write(f"host all all {network} trust\n")
         with (self.data / "postgresql.conf").open("a") as conf:
             conf.write(
-                f"listen_addresses = '127.0.0.1'\nport = {self.port}\n"
+                f"listen_addresses = '{self.host}'\nport = {self.port}\n"
                 f"unix_socket_directories = '{self.workdir}'\n"
                 "default_transaction_isolation = 'serializable'\n"
                 "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"

@@ -105,6 +105,7 @@ def node(args: argparse.Namespace) -> int:
             truncate_interval=args.truncate_interval_seconds,
             tick_interval=args.tick_interval_seconds,
             wait_timeout=args.wait_timeout_seconds,
+            handoff_seconds=args.handoff_seconds,
         )
     )
 
@@ -257,6 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=float(env("AGENTMEM_TRUNCATE_INTERVAL_SECONDS", "60")),
         help="how often the log is truncated behind the durable store",
+    )
+    p.add_argument(
+        "--handoff-seconds",
+        type=float,
+        default=float(env("AGENTMEM_HANDOFF_SECONDS", "60")),
+        help="how long a partition that moved to another shard is still served here",
     )
     p.add_argument(
         "--wait-timeout-seconds",

@@ -8,7 +8,8 @@
 # start: writes <workdir>/server.properties, formats <workdir>/data on first
 # use (kept on restart, so data survives stop/start), launches the JVM in the
 # background, waits until it answers a Metadata request, prints the pid.
-# Bootstrap address: 127.0.0.1:<port> (also written to <workdir>/bootstrap).
+# Bootstrap address: 127.0.0.1:<port>, or $AGENTMEM_KAFKA_HOST:<port> (also
+# written to <workdir>/bootstrap).
 # <port> 0 = pick a free port. Controller port defaults to a free port.
 # Logs: <workdir>/logs/server.log (log4j2) and <workdir>/logs/stdout.log.
 #
@@ -53,6 +54,8 @@ cmd_start() {
   local wd="${1:?usage: broker.sh start <workdir> <port> [<controller_port>]}"
   local port="${2:?usage: broker.sh start <workdir> <port> [<controller_port>]}"
   local cport="${3:-}"
+  # The clients' address: loopback, or e.g. the bridge pods reach the host on.
+  local host="${AGENTMEM_KAFKA_HOST:-127.0.0.1}"
   local t_begin
   t_begin=$(date +%s%N)
   mkdir -p "$wd"
@@ -82,8 +85,8 @@ node.id=1
 # controller port may change between restarts of the same workdir.
 controller.quorum.voters=1@127.0.0.1:$cport
 controller.listener.names=CONTROLLER
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=PLAINTEXT://$host:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://$host:$port
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 log.dirs=$wd/data
@@ -174,11 +177,11 @@ PROPS
     </dev/null >>"$wd/logs/stdout.log" 2>&1 &
   pid=$!
   echo "$pid" > "$wd/broker.pid"
-  echo "127.0.0.1:$port" > "$wd/bootstrap"
+  echo "$host:$port" > "$wd/bootstrap"
   echo "$cport" > "$wd/controller.port"
 
   local deadline=$(( $(date +%s) + ${KAFKA_START_TIMEOUT:-90} ))
-  until "$PY" "$HERE/kafka_ping.py" 127.0.0.1 "$port" 2 "$cluster_id" >/dev/null 2>&1; do
+  until "$PY" "$HERE/kafka_ping.py" "$host" "$port" 2 "$cluster_id" >/dev/null 2>&1; do
     if ! alive "$pid"; then
       tail -n 30 "$wd/logs/stdout.log" "$wd/logs/server.log" >&2 2>/dev/null || true
       rm -f "$wd/broker.pid"
@@ -193,7 +196,7 @@ PROPS
     sleep 0.05
   done
   t1=$(date +%s%N)
-  log "ready on 127.0.0.1:$port (controller $cport) pid $pid in $(( (t1 - t0) / 1000000 )) ms" \
+  log "ready on $host:$port (controller $cport) pid $pid in $(( (t1 - t0) / 1000000 )) ms" \
       "(total incl. fetch check/format: $(( (t1 - t_begin) / 1000000 )) ms)"
   echo "$pid"
 }

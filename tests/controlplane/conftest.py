@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,14 +110,15 @@ def _binaries() -> dict[str, str]:
     return dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
 
 
-@pytest.fixture(scope="session")
-def controlplane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+@contextmanager
+def control_plane(workdir: Path, fake_nodes: int = 6) -> Iterator[ControlPlane]:
+    """A control plane in ``workdir`` with ``fake_nodes`` kwok nodes, torn down after."""
     binaries = _binaries()
-    workdir = tmp_path_factory.mktemp("controlplane")
     script = str(TESTENV / "controlplane.sh")
     up = subprocess.run(
         ["bash", script, "up", str(workdir), "--watch-pid", str(os.getpid())],
         capture_output=True, text=True, check=False, timeout=300,
+        env={**os.environ, "AGENTMEM_NODES": str(fake_nodes)},
     )  # fmt: skip
     if up.returncode != 0:
         subprocess.run(["bash", script, "down", str(workdir)], check=False)
@@ -144,6 +146,12 @@ def controlplane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPl
         yield plane
     finally:
         subprocess.run(["bash", script, "down", str(workdir)], check=False, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def controlplane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    with control_plane(tmp_path_factory.mktemp("controlplane")) as plane:
+        yield plane
 
 
 @pytest.fixture

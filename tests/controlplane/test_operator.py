@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
-import signal
 import time
 from typing import Any
 
 import pytest
 
-from agentmem.directory import Directory, ShardSlot, assign
+from agentmem.directory import Directory
 from agentmem.model import naming
 from tests.conftest import EXAMPLES, load_yaml
 from tests.controlplane.conftest import ControlPlane, Kubectl, Operator, wait_until
@@ -220,105 +219,36 @@ def test_example_cluster_becomes_ready(controlplane: ControlPlane, operator: Ope
 # 4.4 ------------------------------------------------------------------------
 
 
-def test_scale_out_then_in_follows_the_plan(controlplane: ControlPlane, operator: Operator) -> None:
-    kubectl, ns = controlplane.kubectl, operator.namespace
-    kubectl.apply(cluster(rebalance={"maxConcurrentMoves": 8}), ns)
-    wait_ready(kubectl, ns)
-    before = directory(kubectl, ns)
-    assert before is not None
-
-    scale(kubectl, ns, 5)
-    epochs: set[int] = set()
-    plan: dict[str, Any] = {}
-
-    def settled() -> Any:
-        d = directory(kubectl, ns)
-        if d is not None:
-            epochs.add(d.epoch)
-        obj = kubectl.get("amc", "demo", ns) or {}
-        if (obj.get("status") or {}).get("rebalance"):
-            plan.update(obj["status"]["rebalance"])
-        return ready_cluster(kubectl, ns) if d is not None and d.epoch > 1 else None
-
-    obj = wait_until("5 shards Ready", settled, timeout=180)
-    after = directory(kubectl, ns)
-    assert after is not None
-    slots = [ShardSlot(i, ZONES[i % 3]) for i in range(5)]
-    assert after.table == assign(64, slots, before.table)
-    moves = sum(1 for a, b in zip(before.table, after.table, strict=True) if a != b)
-    steps = -(-moves // 8)
-    assert after.epoch == 1 + steps
-    assert plan and plan["steps"] == steps and len(plan["moves"]) == moves
-    assert obj["status"]["readyShards"] == 5
-    assert (
-        f"3 -> 5 shards: {moves} partitions moved in {steps} steps"
-        in obj["status"]["lastRebalance"]
-    )
-    for shard in (3, 4):
-        assert kubectl.get("statefulset", f"demo-shard-{shard}", ns) is not None
-
-    # 5 -> 2: a leaving shard's StatefulSet goes only once no partition is assigned to it.
-    scale(kubectl, ns, 2)
-    violations: list[str] = []
-
-    def retired() -> bool:
-        sets = {s["metadata"]["name"] for s in kubectl.items("statefulsets", ns)}
-        d = directory(kubectl, ns)  # read after the StatefulSets
-        assert d is not None
-        for shard in (2, 3, 4):
-            if f"demo-shard-{shard}" not in sets and shard in d.table:
-                violations.append(f"shard {shard} deleted while epoch {d.epoch} assigns it")
-        return not ({f"demo-shard-{s}" for s in (2, 3, 4)} & sets) and bool(
-            ready_cluster(kubectl, ns)
-        )
-
-    wait_until("2 shards", retired, timeout=180)
-    assert not violations
-    final = directory(kubectl, ns)
-    assert final is not None and set(final.table) == {0, 1}
-    assert [s.id for s in final.shards] == [0, 1]
-
-
-# 4.5 ------------------------------------------------------------------------
-
-
-def test_operator_killed_mid_rebalance_finishes_the_same_plan(
+def test_a_rebalance_waits_for_its_gaining_nodes_and_names_what_holds_it(
     controlplane: ControlPlane, operator: Operator
 ) -> None:
+    """Pods under kwok run nothing: the gaining shard's nodes never answer. The
+    step does not commit on StatefulSet readiness; after the warm-up timeout the
+    cluster is Degraded, naming the pods. (Rebalances that complete are proven in
+    the e2e tier, with nodes that run.)"""
     kubectl, ns = controlplane.kubectl, operator.namespace
-    kubectl.apply(cluster(rebalance={"maxConcurrentMoves": 3, "stepIntervalSeconds": 1}), ns)
+    kubectl.apply(cluster(rebalance={"maxConcurrentMoves": 8, "warmupTimeoutSeconds": 10}), ns)
     wait_ready(kubectl, ns)
     before = directory(kubectl, ns)
     assert before is not None
-    scale(kubectl, ns, 5)
+    scale(kubectl, ns, 4)
 
-    def mid_plan() -> Any:
+    def degraded() -> str | None:
         obj = kubectl.get("amc", "demo", ns) or {}
-        reb = (obj.get("status") or {}).get("rebalance")
-        return reb if reb and 2 <= reb.get("currentStep", 0) < reb["steps"] - 2 else None
+        for c in (obj.get("status") or {}).get("conditions", []):
+            if c["type"] == "Degraded" and c["status"] == "True":
+                return str(c["reason"]) + ": " + str(c["message"])
+        return None
 
-    reb = wait_until("the rebalance to be under way", mid_plan, timeout=180, interval=0.1)
-    operator.kill(signal.SIGKILL)
-    killed_at = directory(kubectl, ns)
-    assert killed_at is not None and 1 < killed_at.epoch < 1 + reb["steps"]
-    operator.start()
-    wait_until(
-        "the plan to finish",
-        lambda: (
-            (d := directory(kubectl, ns)) is not None
-            and d.epoch == 1 + reb["steps"]
-            and ready_cluster(kubectl, ns)
-        ),
-        timeout=180,
-    )
-    final = directory(kubectl, ns)
-    assert final is not None
-    uninterrupted = assign(64, [ShardSlot(i, ZONES[i % 3]) for i in range(5)], before.table)
-    assert final.table == uninterrupted
-    assert final.epoch == 1 + reb["steps"]  # every step committed exactly once
-    events = kubectl.items("events", ns)
-    committed = [e["message"].split(":")[0] for e in events if e.get("reason") == "EpochCommitted"]
-    assert sorted(committed) == sorted(set(committed)), "an epoch was committed twice"
+    message = wait_until("Degraded WarmupTimeout", degraded, timeout=120)
+    assert message.startswith("WarmupTimeout: step 1 of ")
+    assert "pod demo-shard-3-0" in message and "does not answer" in message
+    pending = directory(kubectl, ns)
+    assert pending is not None and pending.epoch == before.epoch  # nothing committed
+    assert pending.pending is not None and pending.pending.epoch == before.epoch + 1
+    assert {m.target for m in pending.pending.moves} == {3}
+    obj = kubectl.get("amc", "demo", ns)
+    assert obj is not None and obj["status"]["rebalance"]["phase"] == "Warming"
 
 
 # 4.6 ------------------------------------------------------------------------
@@ -365,8 +295,14 @@ def test_paused_annotation_stops_and_resumes(
     kubectl.run("annotate", "amc", "demo", "-n", ns, f"{naming.PAUSED_ANNOTATION}-")
     wait_until("the router Service back", lambda: kubectl.get("service", "demo-router", ns))
     wait_until("shard 3", lambda: kubectl.get("statefulset", "demo-shard-3", ns))
-    obj = wait_ready(kubectl, ns)
-    assert obj["status"]["readyShards"] == 4
+
+    def rebalancing() -> bool:
+        obj = kubectl.get("amc", "demo", ns) or {}
+        reb = (obj.get("status") or {}).get("rebalance") or {}
+        return reb.get("targetShards") == 4
+
+    # (the rebalance then waits for shard 3's nodes, which kwok does not run)
+    wait_until("the rebalance to 4 shards planned", rebalancing)
 
 
 # 4.8 ------------------------------------------------------------------------
@@ -424,7 +360,7 @@ def test_hand_edits_are_restored_and_foreign_fields_kept(
     assert "agentmem-operator" in managers
 
 
-def test_a_deleted_directory_comes_back_at_a_higher_epoch(
+def test_a_deleted_or_damaged_directory_comes_back_from_status(
     controlplane: ControlPlane, operator: Operator
 ) -> None:
     kubectl, ns = controlplane.kubectl, operator.namespace
@@ -432,9 +368,26 @@ def test_a_deleted_directory_comes_back_at_a_higher_epoch(
     wait_ready(kubectl, ns)
     before = directory(kubectl, ns)
     assert before is not None and before.epoch == 1
+    obj = kubectl.get("amc", "demo", ns)
+    assert obj is not None and obj["status"]["directoryTable"] == list(before.table)
     kubectl.run("delete", "configmap", naming.directory_name("demo"), "-n", ns)
     after = wait_until("the directory again", lambda: directory(kubectl, ns))
-    # clients holding epoch 1 must never see a directory older than theirs
-    assert after.epoch == 2
-    assert after.table == before.table
+    # the committed owners and epoch, from status: never recomputed
+    assert (after.epoch, after.table) == (before.epoch, before.table)
+    kubectl.run(
+        "patch", "configmap", naming.directory_name("demo"), "-n", ns, "--type=merge",
+        "-p", json.dumps({"data": {"directory.json": "{not json"}}),
+    )  # fmt: skip
+    again = wait_until(
+        "the damaged directory to be restored",
+        lambda: _valid_directory(kubectl, ns),
+    )
+    assert (again.epoch, again.table) == (before.epoch, before.table)
     wait_ready(kubectl, ns)
+
+
+def _valid_directory(kubectl: Kubectl, ns: str) -> Directory | None:
+    try:
+        return directory(kubectl, ns)
+    except ValueError:
+        return None

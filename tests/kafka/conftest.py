@@ -48,16 +48,18 @@ class Broker:
     workdir: Path
     port: int
     controller_port: int
+    host: str = "127.0.0.1"  # the address clients use (pods: the e2e bridge)
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def start(self) -> None:
         result = subprocess.run(
             ["bash", str(KAFKA_ENV / "broker.sh"), "start", str(self.workdir),
              str(self.port), str(self.controller_port)],
             capture_output=True, text=True, check=False, timeout=180,
+            env={**os.environ, "AGENTMEM_KAFKA_HOST": self.host},
         )  # fmt: skip
         if result.returncode != 0:
             raise RuntimeError(f"the Kafka broker did not start:\n{result.stderr[-3000:]}")

@@ -456,7 +456,14 @@ def test_a_partition_moved_away_and_back_comes_back_identical(
     publish(1)
     server = redis_factory()
     node = durable_node(
-        node_factory, topic, server.url, postgres, schema, shard="0", directory_file=str(path)
+        node_factory,
+        topic,
+        server.url,
+        postgres,
+        schema,
+        shard="0",
+        directory_file=str(path),
+        handoff_seconds="0",
     )
     agent = next(f"a{i}" for i in range(100) if partition_for("acme", f"a{i}", PARTITIONS) % 2 == 0)
     p = partition_for("acme", agent, PARTITIONS)

@@ -104,6 +104,11 @@ Events. Nothing else: no Secrets, no Pods, no update or deletecollection.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+# The memory-node and router pods are listed to ask each, by its address, how far it
+# is (the warm-up handshake of a rebalance, and the epoch before a shard retires).
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
 # Shard StatefulSets: kopf watches them for pod readiness; applied, listed, deleted.
 - apiGroups: ["apps"]
   resources: ["statefulsets"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,16 +27,20 @@ log = logging.getLogger(__name__)
 
 
 class Resync:
-    """Reconciles every cluster periodically, and at once when kicked.
+    """Reconciles every cluster periodically, at once when kicked, and again soon
+    when a reconcile asks for it.
 
     Kicks come from changes of owned StatefulSets (pod readiness), so status
-    follows the pods without waiting for the next period.
+    follows the pods without waiting for the next period. A cluster that is
+    rebalancing or not yet ready is looked at again within seconds (its nodes
+    are asked how far they are), not at the next period.
     """
 
     def __init__(self, reconciler: Reconciler, settings: Settings) -> None:
         self.reconciler = reconciler
         self.settings = settings
         self._kicked: set[tuple[str, str]] = set()
+        self._due: dict[tuple[str, str], float] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="agentmem-resync", daemon=True)
@@ -62,17 +67,26 @@ class Resync:
         return found
 
     def _run(self) -> None:
+        next_periodic = time.monotonic() + self.settings.resync_seconds
         while not self._stop.is_set():
-            periodic = not self._wake.wait(timeout=self.settings.resync_seconds)
+            now = time.monotonic()
+            wake_at = min([next_periodic, *self._due.values()])
+            self._wake.wait(timeout=max(0.0, wake_at - now))
             self._wake.clear()
             if self._stop.is_set():
                 return
+            now = time.monotonic()
             keys, self._kicked = self._kicked, set()
+            keys |= {key for key, at in self._due.items() if at <= now}
             try:
-                if periodic:
+                if now >= next_periodic:
                     keys |= self._all()
+                    next_periodic = now + self.settings.resync_seconds
                 for namespace, name in sorted(keys):
-                    self.reconciler.reconcile(namespace, name)
+                    self._due.pop((namespace, name), None)
+                    again = self.reconciler.reconcile(namespace, name)
+                    if again is not None:
+                        self._due[(namespace, name)] = time.monotonic() + again
             except Exception:  # keep resyncing whatever one reconcile did
                 log.exception("resync failed; retrying in %ss", self.settings.resync_seconds)
 

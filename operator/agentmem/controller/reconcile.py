@@ -22,7 +22,8 @@ from agentmem.controller import conditions as cond
 from agentmem.controller import rebalance as rb
 from agentmem.controller._kube import Kube, KubeError, owned_by, owner_reference
 from agentmem.controller.metrics import METRICS
-from agentmem.directory import Directory, DirectoryError
+from agentmem.controller.nodes import HttpProbe, PodView, Probe, epoch_reasons, warm_reasons
+from agentmem.directory import Directory, DirectoryError, Move
 from agentmem.eventlog.kafka import KafkaSettings, TopicMismatchError, TopicSpec, ensure_topic
 from agentmem.model import AgentMemoryCluster, InvalidClusterError, RebalanceStatus, naming
 from agentmem.model.status import AgentMemoryClusterStatus, Condition
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 
 #: How long a topic found right is not checked again.
 TOPIC_RECHECK_SECONDS = 300.0
+#: A cluster that is rebalancing, or not ready, is reconciled again this soon.
+BUSY_REQUEUE_SECONDS = 2.0
 
 EventType = Literal["Normal", "Warning"]
 #: Posts a Kubernetes Event about the cluster: (body, type, reason, message).
@@ -74,10 +77,17 @@ class Observation:
 class Reconciler:
     """Reconciles clusters; one lock per cluster serializes handlers and timers."""
 
-    def __init__(self, kube: Kube, emit: Emit, clock: Callable[[], str] = now_rfc3339) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        emit: Emit,
+        clock: Callable[[], str] = now_rfc3339,
+        probe: Probe | None = None,
+    ) -> None:
         self.kube = kube
         self.emit = emit
         self.clock = clock
+        self.probe = probe or HttpProbe()
         self._locks: dict[str, threading.Lock] = {}
         self._topics_ok: dict[tuple[str, str, int], float] = {}
         self._locks_guard = threading.Lock()
@@ -86,38 +96,41 @@ class Reconciler:
         with self._locks_guard:
             return self._locks.setdefault(key, threading.Lock())
 
-    def reconcile(self, namespace: str, name: str) -> None:
+    def reconcile(self, namespace: str, name: str) -> float | None:
+        """Reconcile one cluster; the seconds after which to look again, if soon."""
         started = time.monotonic()
         result = "error"
         try:
             with self._lock(f"{namespace}/{name}"):
-                self._reconcile(namespace, name)
+                busy = self._reconcile(namespace, name)
             result = "ok"
+            return BUSY_REQUEUE_SECONDS if busy else None
         finally:
             METRICS.reconciles.labels(result=result).inc()
             METRICS.reconcile_seconds.observe(time.monotonic() - started)
 
     # The steps ---------------------------------------------------------------
 
-    def _reconcile(self, namespace: str, name: str) -> None:
+    def _reconcile(self, namespace: str, name: str) -> bool:
+        """One reconcile; True when the cluster should be looked at again soon."""
         body = self.kube.get(naming.API_VERSION, naming.KIND, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
-            return
+            return False
         generation = int(body["metadata"].get("generation", 0))
         try:
             cluster = AgentMemoryCluster.from_api(body)
         except InvalidClusterError as exc:
             self._report_invalid(body, generation, str(exc))
-            return
+            return False
         if cluster.metadata.annotations.get(naming.PAUSED_ANNOTATION, "").lower() == "true":
             self._report_paused(body, cluster)
-            return
+            return False
 
         seen = Observation()
         directory = self._read_directory(cluster, seen)
         if directory is None:
             self._write_status(body, cluster, seen, cluster.status.rebalance, None)
-            return
+            return False
         rebalance = cluster.status.rebalance
         if rebalance is None and rb.needs_rebalance(cluster, directory):
             rebalance = rb.plan(cluster, directory, self.clock())
@@ -138,20 +151,37 @@ class Reconciler:
         self._prune(cluster, directory, existing)
         self._observe_shards(cluster, existing, seen)
         self._write_status(body, cluster, seen, rebalance, directory)
+        return rebalance is not None or seen.ready_shards < seen.shards
 
     def _read_directory(self, cluster: AgentMemoryCluster, seen: Observation) -> Directory | None:
+        """The directory to work from: the ConfigMap, or the committed epoch in status.
+
+        Status holds the committed table and is written before the ConfigMap, so
+        a deleted or damaged ConfigMap, or one older than status, comes back with
+        the same owners at the same epoch (the higher epoch wins).
+        """
         cm = self.kube.get(
             "v1", "ConfigMap", cluster.namespace, naming.directory_name(cluster.name)
         )
+        saved = self._directory_from_status(cluster)
         if cm is None:
+            if saved is not None:
+                log.warning("directory ConfigMap of %s missing: restored at epoch %s",
+                            cluster.name, saved.epoch)  # fmt: skip
+                return saved
             directory = initial_directory(cluster)
             if cluster.status.directory_epoch >= directory.epoch:
-                # The ConfigMap was deleted: start above every epoch clients may hold.
+                # Status names an epoch but not its table (written by an older
+                # operator): start above every epoch clients may hold.
                 directory = dataclasses.replace(directory, epoch=cluster.status.directory_epoch + 1)
             return directory
         try:
             directory = directory_from_configmap(cm)
         except (DirectoryError, KeyError) as exc:
+            if saved is not None:
+                log.warning("directory ConfigMap of %s is damaged (%s): restored at epoch %s",
+                            cluster.name, exc, saved.epoch)  # fmt: skip
+                return saved
             seen.degraded.append(
                 (
                     "DirectoryInvalid",
@@ -169,7 +199,22 @@ class Reconciler:
                 )
             )
             return None
+        if saved is not None and saved.epoch > directory.epoch:
+            return saved
         return directory
+
+    def _directory_from_status(self, cluster: AgentMemoryCluster) -> Directory | None:
+        status = cluster.status
+        table = status.directory_table
+        if status.directory_epoch < 1 or len(table) != cluster.spec.partitions:
+            return None
+        shards = set(table)
+        if status.rebalance is not None:
+            shards |= rb.shards_during(status.rebalance)
+        return Directory(
+            cluster.name, cluster.namespace, cluster.topic, status.directory_epoch, tuple(table),
+            tuple(shard_entries(cluster, sorted(shards))),
+        )  # fmt: skip
 
     @staticmethod
     def _existing_shards(directory: Directory, rebalance: RebalanceStatus | None) -> set[int]:
@@ -298,7 +343,7 @@ class Reconciler:
                 reb = reb.model_copy(update={"phase": "Warming", "step_started_at": self.clock()})
                 self._checkpoint(body, reb)
             elif reb.phase == "Warming" and reb.current_step >= reb.steps:
-                reb = reb.model_copy(update={"phase": "Retiring"})
+                reb = reb.model_copy(update={"phase": "Retiring", "step_started_at": self.clock()})
                 self._checkpoint(body, reb)
             elif reb.phase == "Warming":
                 step = reb.current_step
@@ -318,9 +363,9 @@ class Reconciler:
                     self._write_directory(body, cluster, directory)
                     reb = rb.mark(reb, step, "Warming")
                     self._checkpoint(body, reb)
-                targets = sorted({m.target for m in moves})
-                if not self._caught_up(cluster, targets):
-                    self._check_warmup_timeout(cluster, reb, targets, seen)
+                reasons = self._warm_reasons(cluster, epoch, moves)
+                if reasons:
+                    self._check_warmup_timeout(cluster, reb, reasons, seen)
                     return reb, directory
                 try:
                     directory = directory.commit(epoch, moves, entries)
@@ -334,6 +379,12 @@ class Reconciler:
                         f"{exc}; the rebalance is planned again from epoch {directory.epoch}",
                     )
                     return None, directory
+                # Status first: should the operator stop here, the ConfigMap is
+                # restored from it at this epoch.
+                self._patch_status(
+                    body,
+                    {"directoryEpoch": directory.epoch, "directoryTable": list(directory.table)},
+                )
                 self._write_directory(body, cluster, directory)
                 METRICS.directory_epoch.labels(cluster.namespace, cluster.name).set(epoch)
                 self.emit(
@@ -369,6 +420,24 @@ class Reconciler:
                 )
             )
             return reb, fresh
+        if leaving:
+            lagging = self._epoch_reasons(cluster, fresh.epoch)
+            grace = cluster.spec.rebalance.retire_grace_seconds
+            waited = _seconds_since(reb.step_started_at)
+            if lagging and waited < grace:
+                seen.waiting.append(
+                    f"shards {leaving} leave once every node and router follows epoch "
+                    f"{fresh.epoch} (or after {grace}s): " + "; ".join(lagging[:3])
+                )
+                return reb, fresh
+            if lagging:
+                self.emit(
+                    body,
+                    "Warning",
+                    "RetireGraceOver",
+                    f"retiring shards {leaving} after {int(waited)}s although "
+                    + "; ".join(lagging[:3]),
+                )
         for shard in leaving:
             for api_version, kind in (
                 ("apps/v1", "StatefulSet"),
@@ -412,35 +481,60 @@ class Reconciler:
             and int(status.get("updatedReplicas", 0)) >= want
         )
 
-    def _caught_up(self, cluster: AgentMemoryCluster, shards: list[int]) -> bool:
-        """Whether gaining shards are ready to serve their new partitions.
+    def _pods(self, cluster: AgentMemoryCluster, labels: dict[str, str]) -> list[PodView]:
+        selector = ",".join(f"{k}={v}" for k, v in labels.items())
+        return [PodView.of(p) for p in self.kube.list("v1", "Pod", cluster.namespace, selector)]
 
-        A memory node is ready only when it has applied its partitions up to the
-        log's high watermark, so a Ready StatefulSet means caught up.
+    def _warm_reasons(
+        self, cluster: AgentMemoryCluster, epoch: int, moves: list[Move]
+    ) -> list[str]:
+        """Why the step that commits ``epoch`` cannot commit yet (empty: it can).
+
+        Every replica of every gaining shard is asked: it must have seen the
+        step's pending block and applied each moving partition to within
+        spec.rebalance.maxWarmupLagEvents of the log's end.
         """
-        sets = self._statefulsets(cluster)
-        return all(self._ready(sets.get(s)) for s in shards)
+        reasons = []
+        for shard in sorted({m.target for m in moves}):
+            partitions = sorted(m.partition for m in moves if m.target == shard)
+            pods = self._pods(cluster, naming.shard_selector_labels(cluster.name, shard))
+            reasons += warm_reasons(
+                self.probe, pods, cluster.spec.replicas_per_shard, epoch, partitions,
+                cluster.spec.rebalance.max_warmup_lag_events,
+            )  # fmt: skip
+        return reasons
+
+    def _epoch_reasons(self, cluster: AgentMemoryCluster, epoch: int) -> list[str]:
+        """Which nodes and routers do not follow ``epoch`` yet."""
+        nodes = self._pods(cluster, naming.selector_labels(cluster.name, naming.COMPONENT_NODE))
+        routers = self._pods(cluster, naming.selector_labels(cluster.name, naming.COMPONENT_ROUTER))
+        return epoch_reasons(self.probe, nodes, epoch, router=False) + epoch_reasons(
+            self.probe, routers, epoch, router=True
+        )
 
     def _check_warmup_timeout(
         self,
         cluster: AgentMemoryCluster,
         reb: RebalanceStatus,
-        targets: list[int],
+        reasons: list[str],
         seen: Observation,
     ) -> None:
         limit = cluster.spec.rebalance.warmup_timeout_seconds
         elapsed = _seconds_since(reb.step_started_at)
+        shown = "; ".join(reasons[:5]) + (
+            f"; and {len(reasons) - 5} more" if len(reasons) > 5 else ""
+        )
         if elapsed > limit:
             seen.degraded.append(
                 (
                     "WarmupTimeout",
                     f"step {reb.current_step + 1} of {reb.steps} has waited {int(elapsed)}s "
-                    f"(limit {limit}s) for shards {targets} to catch up; check their pods",
+                    f"(limit {limit}s) for its gaining shards: {shown}",
                 )
             )
         else:
             seen.waiting.append(
-                f"step {reb.current_step + 1} of {reb.steps} waits for shards {targets} to catch up"
+                f"step {reb.current_step + 1} of {reb.steps} waits for its gaining shards: {shown}"
             )
 
     def _prune(self, cluster: AgentMemoryCluster, directory: Directory, shards: set[int]) -> None:
@@ -535,6 +629,7 @@ class Reconciler:
                 for k, v in naming.selector_labels(cluster.name, naming.COMPONENT_NODE).items()
             ),
             directory_epoch=directory.epoch if directory is not None else old.directory_epoch,
+            directory_table=list(directory.table) if directory is not None else old.directory_table,
             topic=cluster.topic,
             durability="Store" if cluster.spec.store is not None else "LogOnly",
             conditions=conds,

@@ -480,7 +480,38 @@ class Rebalance(Model):
         600,
         ge=10,
         le=86400,
-        description="How long a step may wait for gaining shards to catch up before Degraded.",
+        description=(
+            "How long a step may wait for gaining shards to catch up before the cluster is "
+            "Degraded (naming the pods that hold it up); it keeps waiting."
+        ),
+    )
+    max_warmup_lag_events: int = Field(
+        100,
+        ge=0,
+        le=1000000,
+        description=(
+            "A step commits when every replica of every gaining shard has seen the step's "
+            "pending block and has applied each moving partition to within this many events "
+            "of the log's end."
+        ),
+    )
+    handoff_seconds: int = Field(
+        60,
+        ge=0,
+        le=3600,
+        description=(
+            "How long a shard still serves a partition that moved away, while clients and "
+            "routers pick up the new directory."
+        ),
+    )
+    retire_grace_seconds: int = Field(
+        120,
+        ge=0,
+        le=86400,
+        description=(
+            "A shard that leaves is deleted once every node and router follows the final "
+            "epoch, or after this long (status says which)."
+        ),
     )
 
 

@@ -84,6 +84,14 @@ class AgentMemoryClusterStatus(Model):
     ready_shards: int = Field(0, ge=0, description="Shards whose replicas are all ready.")
     selector: str = Field("", description="Label selector of the memory-node pods.")
     directory_epoch: int = Field(0, ge=0, description="Committed epoch of the directory.")
+    directory_table: list[int] = Field(
+        default_factory=list,
+        max_length=4096,
+        description=(
+            "The committed epoch's table (partition -> shard), written before the directory "
+            "ConfigMap: a deleted or damaged ConfigMap is restored from it, never recomputed."
+        ),
+    )
     topic: str = Field("", description="Name of the event topic.")
     durability: Literal["", "Store", "LogOnly"] = Field(
         "",

@@ -22,7 +22,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from agentmem.directory import Directory, partition_for
@@ -64,12 +64,28 @@ class WriteResult:
 
 @dataclass(frozen=True)
 class View:
-    """What the node serves, from the directory (or everything, without one)."""
+    """What the node serves, from the directory (or everything, without one).
+
+    ``releasing``: partitions this shard owned until the current epoch moved them
+    away. The node still applies and serves them until their hand-off ends (the
+    new owner's clients and routers follow the directory at their own pace), so a
+    move leaves no moment without a server; then they are dropped.
+    """
 
     epoch: int = 0
     directory: Directory | None = None
     owned: frozenset[int] = frozenset()
     warming: frozenset[int] = frozenset()
+    releasing: frozenset[int] = frozenset()
+
+    @property
+    def pending_epoch(self) -> int | None:
+        pending = self.directory.pending if self.directory is not None else None
+        return pending.epoch if pending is not None else None
+
+    @property
+    def consumed(self) -> list[int]:
+        return sorted(self.owned | self.warming | self.releasing)
 
 
 def now_ms() -> int:
@@ -118,6 +134,8 @@ class Node:
         self._store_writer: StoreWriter | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._last_tick: dict[int, float] = {}
+        #: partition -> when its hand-off ends (time.monotonic())
+        self._handoff: dict[int, float] = {}
 
     # Lifecycle -------------------------------------------------------------------
 
@@ -143,7 +161,7 @@ class Node:
                 self.settings.truncate_interval,
             )  # fmt: skip
             self._store_writer.start()
-        consumed = sorted(self.view.owned | self.view.warming)
+        consumed = self.view.consumed
         reader = await asyncio.to_thread(self._make_reader)
         self._applier = Applier(
             self.state, reader, self.admin, self.store, self._store_writer, self, post,
@@ -155,6 +173,7 @@ class Node:
         if self.follower is not None:
             self._tasks.append(asyncio.create_task(self.follower.follow()))
         self._tasks.append(asyncio.create_task(self._tick_forever()))
+        self._tasks.append(asyncio.create_task(self._end_handoffs()))
 
     async def stop(self) -> None:
         self.watchers.close()
@@ -191,10 +210,32 @@ class Node:
             for m in (directory.pending.moves if directory.pending else ())
             if m.target == shard
         )
-        changed = (owned, warming) != (self.view.owned, self.view.warming)
-        self.view = View(directory.epoch, directory, owned, warming)
+        if self.view.directory is not None and directory.epoch > self.view.epoch:
+            ends = time.monotonic() + self.settings.handoff_seconds
+            for p in self.view.owned - owned:
+                self._handoff.setdefault(p, ends)
+        for p in owned:
+            self._handoff.pop(p, None)
+        self._set_view(View(directory.epoch, directory, owned, warming))
+
+    def _set_view(self, view: View) -> None:
+        view = replace(view, releasing=frozenset(self._handoff))
+        changed = view.consumed != self.view.consumed
+        self.view = view
         if changed and self._applier is not None:
-            self._applier.reassign(sorted(owned | warming))
+            self._applier.reassign(view.consumed)
+
+    async def _end_handoffs(self) -> None:
+        """Drop partitions whose hand-off to their new owner has ended."""
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            done = [p for p, ends in self._handoff.items() if ends <= now]
+            if done:
+                for p in done:
+                    del self._handoff[p]
+                log.info("hand-off of partitions %s ended: dropping them", done)
+                self._set_view(self.view)
 
     def route(self, tenant: str, agent: str, client_epoch: int | None = None) -> int:
         """The partition of an agent, if this node serves it; else a redirect."""
@@ -211,7 +252,7 @@ class Node:
                     retry_after=1,
                     epoch=view.epoch,
                 )
-        if p in view.owned:
+        if p in view.owned or p in view.releasing:
             return p
         directory = view.directory
         if directory is None:  # pragma: no cover - without a directory every partition is owned
@@ -594,7 +635,7 @@ class Node:
         return None
 
     def status(self) -> dict[str, Any]:
-        partitions = sorted(self.view.owned | self.view.warming)
+        partitions = self.view.consumed
         stored = self._store_writer.stored if self._store_writer is not None else {}
         now = time.monotonic()
         out: dict[str, Any] = {}
@@ -604,6 +645,7 @@ class Node:
             out[str(p)] = {
                 "owned": p in self.view.owned,
                 "warming": p in self.view.warming,
+                "releasing": p in self.view.releasing,
                 "phase": progress.phase,
                 "reason": progress.reason,
                 "caught_up": progress.caught_up,
@@ -619,6 +661,7 @@ class Node:
             "node": self.settings.node_name,
             "shard": self.settings.shard,
             "epoch": self.view.epoch,
+            "pending_epoch": self.view.pending_epoch,
             "ready": not_ready is None,
             "reason": not_ready[1] if not_ready else "",
             "durability": "store" if self.store is not None else "log",

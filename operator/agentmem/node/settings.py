@@ -43,6 +43,9 @@ class NodeSettings:
     wait_timeout: float = 10.0
     cache_entries: int = 100_000
     memory_admission: float = 0.95
+    #: How long a partition that moved away is still served, while clients and
+    #: routers pick up the new directory.
+    handoff_seconds: float = 60.0
     tick_interval: float = 1.0
     truncate_interval: float = 60.0
     node_name: str = field(default_factory=lambda: os.environ.get("HOSTNAME", "node"))

@@ -223,6 +223,7 @@ def node_container(cluster: AgentMemoryCluster, shard: int) -> dict[str, Any]:
                 "name": "AGENTMEM_AUDIT_WINDOW_SECONDS",
                 "value": str(kafka_config.audit_window_hours * 3600),
             },
+            {"name": "AGENTMEM_HANDOFF_SECONDS", "value": str(spec.rebalance.handoff_seconds)},
             *kafka_env(cluster),
             *store_env(cluster),
         ],

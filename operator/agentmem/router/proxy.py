@@ -2,9 +2,21 @@
 
 It follows the directory file (the mounted ConfigMap) like the memory nodes,
 hashes ``tenant/agent`` to the partition, and proxies the request to the
-owner's endpoint with its directory epoch. When a node answers 307 (its
-directory is newer), the router rereads its directory and tries once more.
-Responses, including watch streams, pass through unchanged.
+owner's endpoint with its directory epoch. While partitions move, the router
+absorbs what a client should not see:
+
+- a node that answers 307 (its directory is newer) names the owner and the
+  epoch: the router rereads its file and, if that is still older, sends the
+  request to the owner the node named, at the node's epoch;
+- a node that answers 421 (the router's directory is newer than the node's)
+  or cannot be connected to (a pod being replaced) is tried again, with the
+  directory reread, after a short pause, for about two seconds;
+- a request that reached a node which then failed to answer is retried only
+  when that is safe (a GET, or a write with an X-Request-Id).
+
+A redirect is never passed on (its address is internal to the cluster): what
+could not be forwarded is a 503 with Retry-After. Other answers, watch streams
+included, pass through unchanged.
 """
 
 from __future__ import annotations
@@ -25,6 +37,9 @@ from agentmem.directory.names import InvalidNameError, check_agent, check_tenant
 from agentmem.runtime import DirectoryFollower, json_error, run_service, serve_until_stopped
 
 log = logging.getLogger("agentmem.router")
+
+#: Pauses before the next try when the owner is changing or not reachable.
+RETRY_DELAYS = (0.1, 0.2, 0.4, 0.6, 0.8)
 
 #: Headers that belong to one connection, not to the request.
 HOP_BY_HOP = {
@@ -64,39 +79,75 @@ class Router:
         if self.follower.directory is None:
             return _error(503, "no_directory", "the router has no directory yet; retry", "1")
         body = await request.read()
-        for attempt in range(2):
+        retry_safe = request.method in ("GET", "HEAD") or "X-Request-Id" in request.headers
+        named: tuple[str, int] | None = None  # (endpoint, epoch) a node redirected us to
+        problem = ("moving", "the agent's shard is moving")
+        for attempt in range(len(RETRY_DELAYS) + 1):
+            if attempt:
+                await asyncio.sleep(RETRY_DELAYS[attempt - 1])
+                self.follower.load()
             directory = self.follower.directory
+            assert directory is not None
             owner = directory.owner(partition_for(tenant, agent, directory.partitions))
-            response = await self._send(request, owner.endpoint, body, directory.epoch)
-            if response is None:
-                self.requests.labels("unreachable").inc()
+            endpoint, epoch = owner.endpoint, directory.epoch
+            if named is not None and named[1] > epoch:
+                endpoint, epoch = named
+            try:
+                response = await self._send(request, endpoint, body, epoch)
+            except aiohttp.ClientConnectorError as exc:  # never sent: safe to try again
+                problem = ("shard_unreachable", f"shard {owner.id} ({endpoint}) is not reachable")
+                log.info("connecting to %s failed: %s", endpoint, exc)
+                continue
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                problem = ("shard_failed", f"shard {owner.id} ({endpoint}) did not answer: {exc}")
+                log.warning("forwarding to %s failed: %s", endpoint, exc)
+                if retry_safe:
+                    continue
+                self.requests.labels("failed").inc()
                 return _error(
-                    503, "shard_unreachable",
-                    f"shard {owner.id} ({owner.endpoint}) did not answer; retry", "1",
+                    503, "shard_failed",
+                    f"{problem[1]}; the write may or may not have been applied: retry it with "
+                    "an X-Request-Id (writes with one are retried for you)", "1",
                 )  # fmt: skip
-            if response.status == 307 and attempt == 0:
+            if response.status == 307:
+                named = await _redirect_target(response)
+                problem = (
+                    "moving",
+                    f"the agent's partition is moving to {named[0] if named else '?'}",
+                )
+                self.follower.load()
+                continue
+            if response.status == 421:
                 response.release()
-                self.follower.load(force=True)
+                problem = ("stale_node", f"shard {owner.id} has not caught up with epoch {epoch}")
                 continue
             self.requests.labels("forwarded").inc()
             self.latency.observe(time.perf_counter() - started)
             return await _relay(request, response)
-        return _error(503, "moving", "the agent's shard is moving; retry", "1")  # pragma: no cover
+        self.requests.labels(problem[0]).inc()
+        return _error(503, problem[0], f"{problem[1]}; retry in a moment", "1")
 
     async def _send(
         self, request: web.Request, endpoint: str, body: bytes, epoch: int
-    ) -> aiohttp.ClientResponse | None:
+    ) -> aiohttp.ClientResponse:
         assert self.session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         headers["X-Agentmem-Epoch"] = str(epoch)
-        try:
-            return await self.session.request(
-                request.method, f"http://{endpoint}{request.path_qs}", headers=headers,
-                data=body or None, allow_redirects=False,
-            )  # fmt: skip
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            log.warning("forwarding to %s failed: %s", endpoint, exc)
-            return None
+        return await self.session.request(
+            request.method, f"http://{endpoint}{request.path_qs}", headers=headers,
+            data=body or None, allow_redirects=False,
+        )  # fmt: skip
+
+
+async def _redirect_target(response: aiohttp.ClientResponse) -> tuple[str, int] | None:
+    """The owner and epoch a node's 307 names."""
+    try:
+        info = await response.json()
+        return str(info["owner"]["endpoint"]), int(info["epoch"])
+    except (ValueError, KeyError, TypeError, aiohttp.ClientError):
+        return None
+    finally:
+        response.release()
 
 
 async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
@@ -164,7 +215,8 @@ async def serve(config: RouterConfig) -> None:
         log.warning("no usable directory yet: %s", exc)
     router.session = aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=config.timeout),
-        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+        # No DNS cache: a replaced pod's new address is found at once.
+        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30, use_dns_cache=False),
     )
     follow = asyncio.create_task(router.follower.follow())
     try:

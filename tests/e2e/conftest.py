@@ -1,0 +1,234 @@
+"""The end-to-end tier: the operator drives memory nodes that really run.
+
+A control plane without fake nodes (testenv/controlplane.sh), a real node
+(testenv/e2e.sh: containerd, runc, a kubelet, CoreDNS) running the project's
+own image built from its Dockerfile, and the Kafka broker and PostgreSQL
+listening on the bridge the pods are attached to. The operator runs as a real
+process. Needs root (a kubelet, a bridge); `make testenv` installs the Debian
+packages and builds the binaries, the first run builds the images.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+from tests.controlplane.conftest import ControlPlane, Operator, control_plane, wait_until
+from tests.kafka.conftest import Broker
+from tests.net import free_port
+from tests.postgres import PostgresServer
+
+E2E = ROOT / "testenv" / "e2e.sh"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/e2e" in str(item.path):
+            item.add_marker(pytest.mark.e2e)
+
+
+@dataclass
+class Env:
+    plane: ControlPlane
+    node: dict[str, str]  # testenv/e2e.sh's env: images, bridge address
+    kafka: Broker
+    postgres: PostgresServer
+
+    @property
+    def bridge(self) -> str:
+        return self.node["AGENTMEM_E2E_BRIDGE_IP"]
+
+    @property
+    def image(self) -> str:
+        return self.node["AGENTMEM_E2E_IMAGE"]
+
+    @property
+    def redis_image(self) -> str:
+        return self.node["AGENTMEM_E2E_BASE_IMAGE"]
+
+
+@pytest.fixture(scope="session")
+def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    if os.geteuid() != 0:
+        pytest.fail("the e2e tier needs root: it runs a kubelet and a bridge")
+    images = subprocess.run(
+        ["bash", str(E2E), "images"], capture_output=True, text=True, check=False, timeout=1800
+    )
+    if images.returncode != 0:
+        pytest.fail(f"the e2e images could not be built:\n{images.stderr[-4000:]}")
+    with control_plane(tmp_path_factory.mktemp("e2e-plane"), fake_nodes=0) as plane:
+        workdir = tmp_path_factory.mktemp("e2e-node")
+        up = subprocess.run(
+            ["bash", str(E2E), "up", str(workdir), str(plane.dir), "--watch-pid", str(os.getpid())],
+            capture_output=True, text=True, check=False, timeout=300,
+        )  # fmt: skip
+        try:
+            if up.returncode != 0:
+                pytest.fail(f"the e2e node did not start:\n{up.stderr[-4000:]}")
+            node = dict(
+                line.split("=", 1)
+                for line in (workdir / "env").read_text().splitlines()
+                if "=" in line
+            )
+            bridge = node["AGENTMEM_E2E_BRIDGE_IP"]
+            broker_dir = tmp_path_factory.mktemp("e2e-kafka")
+            broker = Broker(broker_dir, free_port(), free_port(), host=bridge)
+            broker.start()
+            postgres = PostgresServer(host=bridge).init()
+            try:
+                yield Env(plane, node, broker, postgres)
+            finally:
+                postgres.destroy()
+                broker.stop()
+        finally:
+            subprocess.run(["bash", str(E2E), "down", str(workdir)], check=False, timeout=180)
+
+
+@pytest.fixture
+def e2e_namespace(e2e: Env) -> Iterator[str]:
+    """A namespace of its own per test, at the restricted Pod Security level."""
+    name = f"e2e-{uuid.uuid4().hex[:6]}"
+    ns = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
+    }
+    kubectl = e2e.plane.kubectl
+    kubectl.run("apply", "-f", "-", stdin=yaml.safe_dump(ns))
+    yield name
+    kubectl.run("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def e2e_operator(
+    e2e: Env, e2e_namespace: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Operator]:
+    op = Operator(e2e.plane, e2e_namespace, tmp_path / "operator.log").start()
+    yield op
+    op.stop()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(f"--- operator log ---\n{op.tail()}")
+
+
+def cluster(e2e: Env, namespace: str, name: str = "demo", **spec: Any) -> list[dict[str, Any]]:
+    """An AgentMemoryCluster of the project's image, with its store's Secret."""
+    schema = f"e2e_{namespace.replace('-', '_')}_{name}"
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": f"{name}-store"},
+        "stringData": {"url": e2e.postgres.url},
+    }
+    body: dict[str, Any] = {
+        "shards": 2,
+        "replicasPerShard": 1,
+        "partitions": 16,
+        "image": e2e.image,
+        "imagePullPolicy": "Never",
+        "cache": {"image": e2e.redis_image, "memoryLimit": "256Mi", "cpuRequest": "10m"},
+        "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}},
+        "router": {
+            "replicas": 1,
+            "resources": {
+                "requests": {"cpu": "10m", "memory": "64Mi"},
+                "limits": {"memory": "256Mi"},
+            },
+        },
+        "store": {
+            "urlSecret": {"name": f"{name}-store", "key": "url"},
+            "schemaName": schema,
+            "tls": {"mode": "disable"},
+        },
+        "eventLog": {
+            "kafka": {
+                "bootstrapServers": e2e.kafka.bootstrap,
+                "topicManagement": "direct",
+                "replicas": 1,
+                "minInSyncReplicas": 1,
+            }
+        },
+        **spec,
+    }
+    resource = {
+        "apiVersion": "agentmem.io/v1alpha1",
+        "kind": "AgentMemoryCluster",
+        "metadata": {"name": name},
+        "spec": body,
+    }
+    return [secret, resource]
+
+
+def wait_ready(
+    e2e: Env, namespace: str, name: str = "demo", timeout: float = 180
+) -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        obj = e2e.plane.kubectl.get("amc", name, namespace) or {}
+        status = obj.get("status") or {}
+        for c in status.get("conditions", []):
+            if (
+                c["type"] == "Ready"
+                and c["status"] == "True"
+                and c.get("observedGeneration") == obj["metadata"]["generation"]
+            ):
+                return obj
+        return None
+
+    found: dict[str, Any] = wait_until(f"{namespace}/{name} Ready", ready, timeout=timeout)
+    return found
+
+
+def pods(e2e: Env, namespace: str, component: str) -> list[dict[str, Any]]:
+    return e2e.plane.kubectl.items("pods", namespace, f"app.kubernetes.io/component={component}")
+
+
+def router_url(e2e: Env, namespace: str) -> str:
+    running = [
+        p for p in pods(e2e, namespace, "router")
+        if p["status"].get("podIP") and p["status"].get("phase") == "Running"
+    ]  # fmt: skip
+    assert running, "no router pod runs"
+    return f"http://{running[0]['status']['podIP']}:7070"
+
+
+def http(
+    method: str,
+    url: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10,
+) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    if body is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            return exc.code, json.loads(raw or b"null")
+        except ValueError:
+            return exc.code, raw.decode(errors="replace")
+
+
+def eventually(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
+    return wait_until(what, check, timeout=timeout, interval=0.5)
+
+
+def sleep_until(deadline: float) -> None:
+    time.sleep(max(0.0, deadline - time.monotonic()))

@@ -1,0 +1,49 @@
+"""The operator's pods really run: the project's image on a real kubelet."""
+
+from __future__ import annotations
+
+from tests.controlplane.conftest import Operator
+from tests.e2e.conftest import Env, cluster, eventually, http, pods, router_url, wait_ready
+
+
+def test_the_operator_runs_real_memory_nodes_that_keep_every_write(
+    e2e: Env, e2e_namespace: str, e2e_operator: Operator
+) -> None:
+    kubectl, ns = e2e.plane.kubectl, e2e_namespace
+    kubectl.apply(cluster(e2e, ns), ns)
+    obj = wait_ready(e2e, ns)
+    assert obj["status"]["durability"] == "Store"
+    nodes = pods(e2e, ns, "memory-node")
+    assert len(nodes) == 2
+    for pod in nodes:  # every container of every pod runs, restricted Pod Security
+        assert all(c["ready"] for c in pod["status"]["containerStatuses"])
+        assert pod["spec"]["nodeName"] == e2e.node["AGENTMEM_E2E_NODE"]
+    base = router_url(e2e, ns)
+    written = {}
+    for i in range(20):
+        status, body = http("PUT", f"{base}/v1/tenants/acme/agents/a{i}/keys/k", {"i": i})
+        assert status == 200, body
+        written[f"a{i}"] = body["version"]
+    logs = kubectl.run("logs", "-n", ns, nodes[0]["metadata"]["name"], "-c", "memory-node").stdout
+    assert "memory node of shard" in logs
+
+    # A node pod is deleted: its replacement starts with an empty Redis, loads
+    # its partitions from the store, and serves every acknowledged write.
+    victim = nodes[0]["metadata"]["name"]
+    uid = nodes[0]["metadata"]["uid"]
+    kubectl.run("delete", "pod", "-n", ns, victim, "--wait=false")
+
+    def replaced() -> bool:
+        pod = kubectl.get("pod", victim, ns)
+        statuses = ((pod or {}).get("status") or {}).get("containerStatuses") or []
+        return bool(
+            pod and pod["metadata"]["uid"] != uid and statuses and all(c["ready"] for c in statuses)
+        )
+
+    eventually("the node pod to come back", replaced, timeout=120)
+    for agent, version in written.items():
+        status, body = http(
+            "GET", f"{base}/v1/tenants/acme/agents/{agent}/keys/k?consistency=strong"
+        )
+        assert status == 200, (agent, body)
+        assert body["version"] == version
