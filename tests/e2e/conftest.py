@@ -232,3 +232,25 @@ def eventually(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
 
 def sleep_until(deadline: float) -> None:
     time.sleep(max(0.0, deadline - time.monotonic()))
+
+
+def kill_container(
+    e2e: Env, namespace: str, pod: str, container: str, signal: str = "KILL"
+) -> bool:
+    """Send a signal to a container's process from the host (containerd), as the kernel
+    would; the kubelet restarts it in the same pod. False when it does not run."""
+    obj = e2e.plane.kubectl.get("pod", pod, namespace) or {}
+    for status in (obj.get("status") or {}).get("containerStatuses") or []:
+        cid = status.get("containerID", "")
+        if (
+            status["name"] == container
+            and cid.startswith("containerd://")
+            and status.get("state", {}).get("running")
+        ):
+            result = subprocess.run(
+                ["ctr", "--address", e2e.node["AGENTMEM_E2E_CONTAINERD"], "-n", "k8s.io",
+                 "tasks", "kill", "-s", f"SIG{signal}", cid.removeprefix("containerd://")],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            return result.returncode == 0
+    return False

@@ -8,9 +8,12 @@ absorbs what a client should not see:
 - a node that answers 307 (its directory is newer) names the owner and the
   epoch: the router rereads its file and, if that is still older, sends the
   request to the owner the node named, at the node's epoch;
-- a node that answers 421 (the router's directory is newer than the node's)
-  or cannot be connected to (a pod being replaced) is tried again, with the
-  directory reread, after a short pause, for about two seconds;
+- a node that answers 421 (the router's directory is newer than the node's:
+  a new owner whose kubelet has not refreshed its copy yet) is skipped for the
+  partition's previous owner, which serves it during its hand-off;
+- a node that cannot be connected to (a pod being replaced), or a 421 with no
+  previous owner, is tried again, with the directory reread, after a short
+  pause, for about two seconds;
 - a request that reached a node which then failed to answer is retried only
   when that is safe (a GET, or a write with an X-Request-Id).
 
@@ -81,6 +84,7 @@ class Router:
         body = await request.read()
         retry_safe = request.method in ("GET", "HEAD") or "X-Request-Id" in request.headers
         named: tuple[str, int] | None = None  # (endpoint, epoch) a node redirected us to
+        stale: set[str] = set()  # endpoints that answered 421 for this request
         problem = ("moving", "the agent's shard is moving")
         for attempt in range(len(RETRY_DELAYS) + 1):
             if attempt:
@@ -92,6 +96,11 @@ class Router:
             endpoint, epoch = owner.endpoint, directory.epoch
             if named is not None and named[1] > epoch:
                 endpoint, epoch = named
+            elif endpoint in stale and self.follower.previous is not None:
+                previous = self.follower.previous
+                before = previous.owner(partition_for(tenant, agent, previous.partitions))
+                if before.endpoint != endpoint:
+                    endpoint, epoch = before.endpoint, previous.epoch
             try:
                 response = await self._send(request, endpoint, body, epoch)
             except aiohttp.ClientConnectorError as exc:  # never sent: safe to try again
@@ -119,6 +128,7 @@ class Router:
                 continue
             if response.status == 421:
                 response.release()
+                stale.add(endpoint)
                 problem = ("stale_node", f"shard {owner.id} has not caught up with epoch {epoch}")
                 continue
             self.requests.labels("forwarded").inc()

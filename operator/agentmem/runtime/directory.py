@@ -32,6 +32,9 @@ class DirectoryFollower:
         self.on_change = on_change
         self.interval = interval
         self.directory: Directory | None = None
+        #: The directory before the current one (a partition's previous owner
+        #: still serves it while its hand-off lasts).
+        self.previous: Directory | None = None
         self._mtime = 0.0
 
     def load(self, force: bool = False) -> bool:
@@ -56,6 +59,8 @@ class DirectoryFollower:
             return False
         self._mtime = mtime
         changed = directory != self.directory
+        if changed and self.directory is not None and directory.epoch > self.directory.epoch:
+            self.previous = self.directory
         self.directory = directory
         if changed and self.on_change is not None:
             self.on_change(directory)
