@@ -46,6 +46,10 @@ bench: $(STAMP) testenv ## Run the benchmarks (each prints a JSON line at the en
 	$(BIN)/python benchmarks/bootstrap.py
 	$(BIN)/python benchmarks/dedup.py
 
+chaos: $(STAMP) testenv ## 100 faults (20 of each type) under load on real pods; prints one JSON line
+	AGENTMEM_CHAOS_PER_TYPE=20 $(BIN)/pytest tests/e2e/test_chaos.py -s -q \
+	  | grep -E '^\{"faults"'
+
 BASE ?= HEAD~1
 bench-compare: $(STAMP) testenv ## node.py of this tree and of BASE (a git revision), interleaved
 	bash testenv/packages.sh wrk
@@ -56,4 +60,4 @@ manifests: $(STAMP) ## Regenerate crds/ from the model, then the chart's CRDs, m
 	bash testenv/build.sh >/dev/null  # the pinned helm renders manifests/base from the chart
 	$(BIN)/python scripts/generate_manifests.py
 
-.PHONY: help install lint unit testenv test bench bench-compare manifests
+.PHONY: help install lint unit testenv test bench bench-compare chaos manifests

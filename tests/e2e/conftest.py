@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,8 +61,9 @@ class Env:
         return self.node["AGENTMEM_E2E_BASE_IMAGE"]
 
 
-@pytest.fixture(scope="session")
-def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+@contextmanager
+def environment(workdir: Path) -> Iterator[Env]:
+    """The e2e environment in ``workdir``: control plane, real node, broker, PostgreSQL."""
     if os.geteuid() != 0:
         pytest.fail("the e2e tier needs root: it runs a kubelet and a bridge")
     images = subprocess.run(
@@ -69,10 +71,12 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     )
     if images.returncode != 0:
         pytest.fail(f"the e2e images could not be built:\n{images.stderr[-4000:]}")
-    with control_plane(tmp_path_factory.mktemp("e2e-plane"), fake_nodes=0) as plane:
-        workdir = tmp_path_factory.mktemp("e2e-node")
+    (workdir / "plane").mkdir(parents=True, exist_ok=True)
+    with control_plane(workdir / "plane", fake_nodes=0) as plane:
+        node_dir = workdir / "node"
+        watch = ["--watch-pid", str(os.getpid())]
         up = subprocess.run(
-            ["bash", str(E2E), "up", str(workdir), str(plane.dir), "--watch-pid", str(os.getpid())],
+            ["bash", str(E2E), "up", str(node_dir), str(plane.dir), *watch],
             capture_output=True, text=True, check=False, timeout=300,
         )  # fmt: skip
         try:
@@ -80,12 +84,12 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                 pytest.fail(f"the e2e node did not start:\n{up.stderr[-4000:]}")
             node = dict(
                 line.split("=", 1)
-                for line in (workdir / "env").read_text().splitlines()
+                for line in (node_dir / "env").read_text().splitlines()
                 if "=" in line
             )
             bridge = node["AGENTMEM_E2E_BRIDGE_IP"]
-            broker_dir = tmp_path_factory.mktemp("e2e-kafka")
-            broker = Broker(broker_dir, free_port(), free_port(), host=bridge)
+            (workdir / "kafka").mkdir(exist_ok=True)
+            broker = Broker(workdir / "kafka", free_port(), free_port(), host=bridge)
             broker.start()
             postgres = PostgresServer(host=bridge).init()
             try:
@@ -94,7 +98,13 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                 postgres.destroy()
                 broker.stop()
         finally:
-            subprocess.run(["bash", str(E2E), "down", str(workdir)], check=False, timeout=180)
+            subprocess.run(["bash", str(E2E), "down", str(node_dir)], check=False, timeout=180)
+
+
+@pytest.fixture(scope="session")
+def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    with environment(tmp_path_factory.mktemp("e2e")) as env:
+        yield env
 
 
 @pytest.fixture
@@ -254,3 +264,16 @@ def kill_container(
             )  # fmt: skip
             return result.returncode == 0
     return False
+
+
+class RouterAddress:
+    """The router's URL for a workload, asked of the API at most every few seconds."""
+
+    def __init__(self, e2e: Env, namespace: str, ttl: float = 5.0) -> None:
+        self.e2e, self.namespace, self.ttl = e2e, namespace, ttl
+        self._url, self._at = "", 0.0
+
+    def __call__(self) -> str:
+        if not self._url or time.monotonic() - self._at > self.ttl:
+            self._url, self._at = router_url(self.e2e, self.namespace), time.monotonic()
+        return self._url

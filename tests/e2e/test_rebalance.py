@@ -10,7 +10,14 @@ from typing import Any
 from agentmem.directory import Directory
 from agentmem.model import naming
 from tests.controlplane.conftest import Operator
-from tests.e2e.conftest import Env, cluster, eventually, kill_container, router_url, wait_ready
+from tests.e2e.conftest import (
+    Env,
+    RouterAddress,
+    cluster,
+    eventually,
+    kill_container,
+    wait_ready,
+)
 from tests.e2e.load import Workload
 
 REBALANCE = {
@@ -64,7 +71,7 @@ def test_scaling_2_3_4_2_under_load_is_invisible_to_agents(
     kubectl, ns = e2e.plane.kubectl, e2e_namespace
     kubectl.apply(cluster(e2e, ns, rebalance=REBALANCE), ns)
     wait_ready(e2e, ns)
-    load = Workload(lambda: router_url(e2e, ns), writers=4, pause=0.02).start()
+    load = Workload(RouterAddress(e2e, ns), writers=4, pause=0.02).start()
     try:
         time.sleep(5)
         epochs = [directory(e2e, ns).epoch]  # type: ignore[union-attr]
@@ -114,7 +121,7 @@ def test_a_rebalance_survives_operator_kills_node_kills_and_a_broker_restart(
     wait_ready(e2e, ns)
     before = directory(e2e, ns)
     assert before is not None
-    load = Workload(lambda: router_url(e2e, ns), writers=3).start()
+    load = Workload(RouterAddress(e2e, ns), writers=3).start()
     faults = {"operator": 0, "node": 0, "broker": 0}
     try:
         time.sleep(3)
