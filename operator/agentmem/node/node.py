@@ -129,6 +129,7 @@ class Node:
         self.samples: dict[int, PartitionSample] = {}
         self.failures: dict[str, str] = {}
         self.reset_suspected = False
+        self._resets = 0  # resets the applier reported; a read across one proves nothing
         self._applier: Applier | None = None
         self._sampler: Sampler | None = None
         self._store_writer: StoreWriter | None = None
@@ -404,10 +405,12 @@ class Node:
             self.progress.require_readable(p)
 
     async def _load(self, paths: Sequence[str]) -> list[Record | None]:
+        resets = self._resets
         try:
             return await self.state.get_many(paths)
         except StateResetError:
-            self._suspect_reset()
+            if resets == self._resets:  # (else it read the contents before the last reset)
+                self._suspect_reset()
             self.metrics.reads_refused.inc()
             raise errors.Rebuilding(
                 "this node's state store was emptied and is being rebuilt; retry in a moment "
@@ -446,10 +449,12 @@ class Node:
     async def keys(self, req: ReadRequest) -> tuple[int, list[str]]:
         p = self.route(req.tenant, req.agent, req.epoch)
         await self._consistent(p, req.consistency, req.min_version)
+        resets = self._resets
         try:
             keys = await self.state.keys(req.agent_path)
         except StateResetError:
-            self._suspect_reset()
+            if resets == self._resets:
+                self._suspect_reset()
             raise errors.Rebuilding(
                 "this node's state store is being rebuilt; retry in a moment", retry_after=1
             ) from None
@@ -575,6 +580,7 @@ class Node:
             self.cache.forget_all()
 
     def reset(self, partitions: list[int]) -> None:
+        self._resets += 1
         self.progress.reset(partitions)
         self.cache.forget_all()
         self.state.serve_current()
