@@ -124,6 +124,23 @@ def router(args: argparse.Namespace) -> int:
     return run(RouterConfig(directory_file=args.directory_file, listen=args.listen))
 
 
+def up(args: argparse.Namespace) -> int:
+    """Run a local cluster until Ctrl-C."""
+    from agentmem.local import LocalCluster, run
+
+    return run(
+        LocalCluster(
+            data=Path(args.data).resolve(),
+            shards=args.shards,
+            partitions=args.partitions,
+            host=args.host,
+            port=args.port,
+            kafka=args.kafka,
+            redis=args.redis,
+        )
+    )
+
+
 def _env_int(name: str) -> int | None:
     raw = os.environ.get(name)
     return int(raw) if raw and raw.isdigit() else None
@@ -278,6 +295,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="how often idle partitions with expired keys get a tick event",
     )
     p.set_defaults(func=node)
+
+    p = sub.add_parser(
+        "up",
+        help="run a whole local cluster (shards, a router, the embedded log) until Ctrl-C",
+        description="Start a local agentmem cluster: memory-node processes (one per shard) "
+        "and a router, with the event log and the durable store as SQLite files in --data "
+        "(or a real Kafka and Redis). Data survives restarts.",
+    )
+    p.add_argument("--data", default="agentmem-data", help="data directory (default: %(default)s)")
+    p.add_argument("--shards", type=int, default=3, help="memory nodes (default: %(default)s)")
+    p.add_argument(
+        "--partitions",
+        type=int,
+        default=16,
+        help="partitions of the key space, fixed for the data directory (default: %(default)s)",
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=7070,
+        help="the router's port; shard i listens on port+1+i (default: %(default)s)",
+    )
+    p.add_argument("--kafka", metavar="BOOTSTRAP", help="use this Kafka for the log (host:port)")
+    p.add_argument(
+        "--redis",
+        metavar="URL",
+        help="keep state in this Redis (shard i uses database i), e.g. redis://127.0.0.1:6379",
+    )
+    p.set_defaults(func=up)
 
     p = sub.add_parser("router", help="run a router that sends each agent's requests to its shard")
     p.add_argument("--listen", default=env("AGENTMEM_LISTEN", "0.0.0.0:7070"), help="host:port")

@@ -7,6 +7,7 @@ from agentmem.directory.document import (
     DirectoryError,
     Move,
     Pending,
+    Replica,
     ShardEntry,
 )
 from agentmem.directory.hashing import HASH_NAME, partition_for, routing_key
@@ -19,6 +20,7 @@ __all__ = [
     "DirectoryError",
     "Move",
     "Pending",
+    "Replica",
     "ShardEntry",
     "ShardSlot",
     "Table",

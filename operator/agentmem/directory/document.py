@@ -15,7 +15,9 @@ Schema (``schemaVersion`` 1)::
       "epoch": 3,
       "table": [0, 0, 1, ...],                 # partition -> shard id
       "shards": [{"id": 0, "name": "demo-shard-0", "zone": "zone-a",
-                  "endpoint": "demo-shard-0.default.svc:7070"}, ...],
+                  "endpoint": "demo-shard-0.default.svc:7070",
+                  "replicas": [{"endpoint": "...", "zone": "zone-a"}]},  # optional
+                 ...],
       "pending": {"epoch": 4, "moves": [{"partition": 7, "source": 0, "target": 3}]}
     }
 """
@@ -46,13 +48,23 @@ class Move:
 
 
 @dataclass(frozen=True)
+class Replica:
+    """One replica of a shard, for clients that prefer a replica in their zone."""
+
+    endpoint: str
+    zone: str = ""
+
+
+@dataclass(frozen=True)
 class ShardEntry:
-    """Where a shard is served."""
+    """Where a shard is served (``endpoint`` reaches any of its replicas)."""
 
     id: int
     name: str
     endpoint: str
     zone: str = ""
+    #: Optional: each replica's own endpoint and zone.
+    replicas: tuple[Replica, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -133,10 +145,7 @@ class Directory:
             "partitions": self.partitions,
             "epoch": self.epoch,
             "table": list(self.table),
-            "shards": [
-                {"id": s.id, "name": s.name, "zone": s.zone, "endpoint": s.endpoint}
-                for s in self.shards
-            ],
+            "shards": [_shard_dict(s) for s in self.shards],
             "pending": None
             if self.pending is None
             else {
@@ -192,6 +201,10 @@ class Directory:
                         name=str(s["name"]),
                         endpoint=str(s["endpoint"]),
                         zone=str(s.get("zone", "")),
+                        replicas=tuple(
+                            Replica(endpoint=str(r["endpoint"]), zone=str(r.get("zone", "")))
+                            for r in s.get("replicas") or ()
+                        ),
                     )
                     for s in data["shards"]
                 ),
@@ -209,3 +222,15 @@ class Directory:
         if not isinstance(data, dict):
             raise DirectoryError("directory must be a JSON object")
         return cls.from_dict(data)
+
+
+def _shard_dict(shard: ShardEntry) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": shard.id,
+        "name": shard.name,
+        "zone": shard.zone,
+        "endpoint": shard.endpoint,
+    }
+    if shard.replicas:
+        data["replicas"] = [{"endpoint": r.endpoint, "zone": r.zone} for r in shard.replicas]
+    return data

@@ -411,6 +411,20 @@ async def watch(request: web.Request) -> web.StreamResponse:
 
 
 @answers_errors
+async def list_agents(request: web.Request) -> web.Response:
+    node = _node(request)
+    tenant = check_tenant(request.match_info["tenant"])
+    applied, agents = await node.agents(tenant, _epoch(request))
+    body = {
+        "tenant": tenant,
+        "agents": agents,
+        "epoch": node.view.epoch,
+        "partitions": {str(p): offset for p, offset in applied.items()},
+    }
+    return web.json_response(body, headers=_headers(node))
+
+
+@answers_errors
 async def status(request: web.Request) -> web.Response:
     return web.json_response(_node(request).status())
 
@@ -497,6 +511,7 @@ def create_app(node: Node) -> web.Application:
     app = web.Application(client_max_size=node.settings.max_value_bytes + 64 * 1024)
     app[NODE_KEY] = node
     app.router.add_route("*", "/v1/tenants/{tenant}/agents/{agent}/{rest:.*}", agent_route)
+    app.router.add_get("/v1/tenants/{tenant}/agents", list_agents)
     app.router.add_get("/v1/status", status)
     app.router.add_get("/v1/directory", directory)
     app.router.add_get("/livez", livez)

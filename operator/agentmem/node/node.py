@@ -463,6 +463,38 @@ class Node:
         records = await self._records(p, [f"{req.agent_path}/{k}" for k in keys])
         return p, [k for k, r in zip(keys, records, strict=True) if r is not None]
 
+    async def agents(
+        self, tenant: str, client_epoch: int | None = None
+    ) -> tuple[dict[int, int], list[str]]:
+        """The tenant's agents with keys in the partitions this node owns and can read.
+
+        Returns the partitions answered for, with the applied offset each answer
+        reflects, and the agents; a client that asks every shard unites them and
+        knows from the partitions whether the answer covers the whole ring.
+        """
+        view = self.view
+        if client_epoch is not None and client_epoch > view.epoch:
+            self.route(tenant, tenant, client_epoch)  # 421 unless the directory moved on
+            view = self.view
+        readable = [
+            p
+            for p in sorted(view.owned)
+            if (progress := self.progress.partitions.get(p)) is not None and progress.readable
+        ]
+        applied = {p: self.progress.applied_offset(p) for p in readable}
+        resets = self._resets
+        try:
+            agents = await self.state.agents(tenant, readable)
+        except StateResetError:
+            if resets == self._resets:
+                self._suspect_reset()
+            raise errors.Rebuilding(
+                "this node's state store is being rebuilt; retry in a moment", retry_after=1
+            ) from None
+        except StateUnavailableError as exc:
+            raise errors.Unavailable(f"{exc}; retry in a moment", retry_after=1) from exc
+        return applied, agents
+
     # History and watch -----------------------------------------------------------
 
     async def history(

@@ -274,6 +274,37 @@ def openapi_document(max_value_bytes: int) -> dict[str, Any]:
                     },
                 },
             },
+            "/v1/tenants/{tenant}/agents": {
+                "get": {
+                    "summary": "The tenant's agents with keys in the partitions this node owns "
+                    "(ask every shard and unite the answers for the whole cluster).",
+                    "parameters": [tenant, epoch],
+                    "responses": {
+                        "200": {
+                            "description": "The agents, and the partitions answered for with "
+                            "the applied offset of each.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "properties": {
+                                            "agents": {
+                                                "type": "array",
+                                                "items": {"type": "string"},
+                                            },
+                                            "partitions": {
+                                                "type": "object",
+                                                "additionalProperties": {"type": "integer"},
+                                            },
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        **_ERRORS,
+                    },
+                },
+            },
             "/v1/status": {
                 "get": {
                     "summary": "Partitions, applied offsets, epoch.",

@@ -29,6 +29,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -137,6 +138,58 @@ class Router:
         self.requests.labels(problem[0]).inc()
         return _error(503, problem[0], f"{problem[1]}; retry in a moment", "1")
 
+    async def agents(self, request: web.Request) -> web.Response:
+        """The tenant's agents from every shard, united.
+
+        ``partitions`` holds the applied offset of every partition answered for;
+        ``missing`` the partitions whose shard did not answer (the answer is
+        then partial: a client decides whether that will do).
+        """
+        try:
+            tenant = check_tenant(request.match_info["tenant"])
+        except InvalidNameError as exc:
+            return _error(400, "invalid_name", str(exc))
+        directory = self.follower.directory
+        if directory is None:
+            return _error(503, "no_directory", "the router has no directory yet; retry", "1")
+        assert self.session is not None
+        session = self.session
+        shards = sorted(directory.assigned_shards())
+
+        async def ask(shard: int) -> dict[str, Any]:
+            endpoint = directory.owner(directory.partitions_of(shard)[0]).endpoint
+            async with session.get(
+                f"http://{endpoint}/v1/tenants/{tenant}/agents",
+                headers={"X-Agentmem-Epoch": str(directory.epoch)},
+            ) as response:
+                if response.status != 200:
+                    raise aiohttp.ClientError(f"{endpoint} answered {response.status}")
+                data: dict[str, Any] = await response.json()
+                return data
+
+        answers = await asyncio.gather(*(ask(s) for s in shards), return_exceptions=True)
+        agents: set[str] = set()
+        partitions: dict[str, int] = {}
+        for shard, answer in zip(shards, answers, strict=True):
+            if isinstance(answer, BaseException):
+                log.info("listing agents of shard %s failed: %s", shard, answer)
+                continue
+            agents.update(answer.get("agents", []))
+            owned = set(directory.partitions_of(shard))
+            partitions.update(
+                {p: int(o) for p, o in answer.get("partitions", {}).items() if int(p) in owned}
+            )
+        missing = [p for p in range(directory.partitions) if str(p) not in partitions]
+        return web.json_response(
+            {
+                "tenant": tenant,
+                "agents": sorted(agents),
+                "epoch": directory.epoch,
+                "partitions": partitions,
+                "missing": missing,
+            }
+        )
+
     async def _send(
         self, request: web.Request, endpoint: str, body: bytes, epoch: int
     ) -> aiohttp.ClientResponse:
@@ -210,6 +263,7 @@ def create_app(router: Router) -> web.Application:
         )
 
     app.router.add_route("*", "/v1/tenants/{tenant}/agents/{agent}/{rest:.*}", router.forward)
+    app.router.add_get("/v1/tenants/{tenant}/agents", router.agents)
     app.router.add_get("/v1/directory", directory)
     app.router.add_get("/livez", livez)
     app.router.add_get("/readyz", readyz)

@@ -77,5 +77,15 @@ class MemoryStateStore:
         with self.state.lock:
             return sorted(self.state.index.get(agent_path, ()))
 
+    async def agents(self, tenant: str, partitions: Sequence[int]) -> list[str]:
+        prefix = f"{tenant}/"
+        with self.state.lock:
+            return sorted(
+                path[len(prefix) :]
+                for p in partitions
+                for path in self.state.agents.get(p, ())
+                if path.startswith(prefix) and self.state.index.get(path)
+            )
+
     async def aclose(self) -> None:
         return None

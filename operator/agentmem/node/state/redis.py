@@ -264,6 +264,18 @@ class RedisState:
         members = await self._checked_read([f"am:i:{agent_path}"], "members")
         return sorted(_text(k) for k in members)
 
+    async def agents(self, tenant: str, partitions: Sequence[int]) -> list[str]:
+        if not partitions:
+            return []
+        prefix = f"{tenant}/"
+        sets = await self._checked_read([f"am:a:{p}" for p in partitions], "union")
+        paths = sorted(_text(m) for m in sets if _text(m).startswith(prefix))
+        if not paths:
+            return []
+        # An agent whose last key was deleted may stay in the partition's set.
+        sizes = await self._checked_read([f"am:i:{path}" for path in paths], "sizes")
+        return [path[len(prefix) :] for path, n in zip(paths, sizes, strict=True) if int(n)]
+
     async def aclose(self) -> None:
         await self._async.aclose()
         self._sync.close()

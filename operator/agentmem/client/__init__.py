@@ -1,0 +1,45 @@
+"""The agentmem SDK: :class:`AsyncMemory` (asyncio) and :class:`Memory` (blocking).
+
+::
+
+    from agentmem.client import Memory
+
+    with Memory("http://127.0.0.1:7070", tenant="acme") as mem:
+        mem.put("bot-1", "plan", {"goal": "explore"})
+        mem.update("bot-1", "visits", lambda n: (n or 0) + 1)
+        print(mem.get("bot-1", "plan").value)
+
+See docs/client.md.
+"""
+
+from agentmem.client.aio import AsyncMemory, Consistency, Routing
+from agentmem.client.errors import (
+    AgentmemError,
+    ConflictError,
+    ContendedError,
+    IncompleteError,
+    InvalidRequestError,
+    NotFoundError,
+    StoreFullError,
+    UnavailableError,
+)
+from agentmem.client.sync import Memory
+from agentmem.client.types import Change, Item, Written
+
+__all__ = [
+    "AgentmemError",
+    "AsyncMemory",
+    "Change",
+    "ConflictError",
+    "Consistency",
+    "ContendedError",
+    "IncompleteError",
+    "InvalidRequestError",
+    "Item",
+    "Memory",
+    "NotFoundError",
+    "Routing",
+    "StoreFullError",
+    "UnavailableError",
+    "Written",
+]

@@ -1,0 +1,287 @@
+"""``agentmem up``: a whole agentmem cluster on this machine, in one command.
+
+Shards are memory-node processes that follow one directory file; a router in
+front of them is the one address agents need. By default the event log and
+the durable store are SQLite files and each node keeps its state in process
+memory, so nothing else has to run; ``--kafka`` and ``--redis`` use real
+servers instead. Everything lives in the data directory, so a cluster started
+again on the same directory has the data it had: the nodes rebuild their state
+from the durable store and the log.
+
+The directory file is written once, at the first start (an existing one is
+kept: the partition count of a cluster's data never changes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from agentmem.directory import Directory, ShardEntry, ShardSlot, assign
+
+CLUSTER = "local"
+NAMESPACE = "agentmem"
+TOPIC = "agentmem.local.events"
+
+
+@dataclass
+class LocalCluster:
+    """The settings of ``agentmem up``."""
+
+    data: Path
+    shards: int = 3
+    partitions: int = 16
+    host: str = "127.0.0.1"
+    port: int = 7070
+    kafka: str | None = None
+    redis: str | None = None
+    tenant: str = "default"
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def router_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def node_port(self, shard: int) -> int:
+        return self.port + 1 + shard
+
+    # Files ---------------------------------------------------------------------------
+
+    def prepare(self) -> Directory:
+        """Create the data directory and its directory file, or check the existing ones."""
+        self.data.mkdir(parents=True, exist_ok=True)
+        (self.data / "logs").mkdir(exist_ok=True)
+        settings_file = self.data / "cluster.json"
+        settings = {"partitions": self.partitions, "shards": self.shards,
+                    "log": "kafka" if self.kafka else "sqlite"}  # fmt: skip
+        if settings_file.exists():
+            before = json.loads(settings_file.read_text(encoding="utf-8"))
+            if before.get("partitions") != self.partitions or before.get("log") != settings["log"]:
+                raise SystemExit(
+                    f"agentmem up: {self.data} holds a cluster with {before.get('partitions')} "
+                    f"partitions and a {before.get('log')} log; start it with the same "
+                    "--partitions and log, or choose another --data directory"
+                )
+        settings_file.write_text(json.dumps(settings), encoding="utf-8")
+        entries = tuple(
+            ShardEntry(
+                id=i, name=f"{CLUSTER}-shard-{i}", endpoint=f"{self.host}:{self.node_port(i)}"
+            )
+            for i in range(self.shards)
+        )
+        path = self.data / "directory.json"
+        if path.exists():
+            directory = Directory.from_json(path.read_text(encoding="utf-8"))
+            if directory.partitions != self.partitions:
+                raise SystemExit(f"agentmem up: {path} has {directory.partitions} partitions")
+            if len(directory.shards) != self.shards or directory.shards != entries:
+                # Same data, another shape: a new epoch that spreads the partitions again.
+                # Every node's state is rebuilt from the durable store and the log.
+                directory = Directory(
+                    cluster=CLUSTER, namespace=NAMESPACE, topic=TOPIC, epoch=directory.epoch + 1,
+                    table=assign(self.partitions, [ShardSlot(id=i) for i in range(self.shards)]),
+                    shards=entries,
+                )  # fmt: skip
+        else:
+            directory = Directory(
+                cluster=CLUSTER, namespace=NAMESPACE, topic=TOPIC, epoch=1,
+                table=assign(self.partitions, [ShardSlot(id=i) for i in range(self.shards)]),
+                shards=entries,
+            )  # fmt: skip
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(directory.to_json(), encoding="utf-8")
+        tmp.replace(path)
+        return directory
+
+    def ensure_topic(self) -> None:
+        if self.kafka is None:
+            return
+        from agentmem.eventlog.kafka import KafkaSettings, TopicSpec, ensure_topic
+
+        ensure_topic(
+            KafkaSettings(bootstrap_servers=self.kafka),
+            TopicSpec(TOPIC, self.partitions, 1, {"retention.ms": "-1"}),
+        )
+
+    # Processes -----------------------------------------------------------------------
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        log_file: IO[bytes] = open(self.data / "logs" / f"{name}.log", "ab")  # noqa: SIM115
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "agentmem", *args],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+            start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
+        )
+        log_file.close()
+
+    def node_args(self, shard: int) -> list[str]:
+        if self.kafka:
+            log = ["--log", "kafka", "--topic", TOPIC]
+        else:
+            log = ["--log", f"sqlite:{self.data / 'log.db'}"]
+        state = f"{self.redis.rstrip('/')}/{shard}" if self.redis else "memory"
+        return [
+            "node", *log, "--store", f"sqlite:{self.data / 'store.db'}", "--state", state,
+            "--partitions", str(self.partitions),
+            "--listen", f"{self.host}:{self.node_port(shard)}",
+            "--shard", str(shard), "--cluster", CLUSTER, "--namespace", NAMESPACE,
+            "--directory-file", str(self.data / "directory.json"),
+        ]  # fmt: skip
+
+    def start(self, progress: IO[str]) -> None:
+        """Start every process and wait until each is ready, reporting as it goes."""
+        started = time.monotonic()
+        env = {"AGENTMEM_KAFKA_BOOTSTRAP_SERVERS": self.kafka} if self.kafka else {}
+        for shard in range(self.shards):
+            self._spawn(f"node-{shard}", self.node_args(shard), env)
+        self._spawn(
+            "router",
+            ["router", "--directory-file", str(self.data / "directory.json"),
+             "--listen", f"{self.host}:{self.port}"],
+            {},
+        )  # fmt: skip
+        waiting = {
+            f"node-{s}": f"http://{self.host}:{self.node_port(s)}" for s in range(self.shards)
+        }
+        waiting["router"] = self.router_url
+        deadline = time.monotonic() + 120
+        while waiting:
+            for name, url in list(waiting.items()):
+                self.check_alive()
+                why = _not_ready(url)
+                if why is None:
+                    progress.write(
+                        f"  {name:<8} ready at {url}  ({time.monotonic() - started:.1f} s)\n"
+                    )
+                    progress.flush()
+                    del waiting[name]
+            if time.monotonic() > deadline:
+                names = ", ".join(waiting)
+                raise SystemExit(
+                    f"agentmem up: {names} not ready after 120 s; see {self.data / 'logs'}"
+                )
+            time.sleep(0.1)
+
+    def check_alive(self) -> None:
+        for name, process in self.processes.items():
+            code = process.poll()
+            if code is not None:
+                tail = _tail(self.data / "logs" / f"{name}.log")
+                raise SystemExit(
+                    f"agentmem up: {name} exited with status {code}; the end of its log "
+                    f"({self.data / 'logs' / f'{name}.log'}):\n{tail}"
+                )
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM every process (the router first), wait, then SIGKILL what is left."""
+        order = ["router", *sorted(n for n in self.processes if n != "router")]
+        for name in order:
+            process = self.processes.get(name)
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for name in order:
+            process = self.processes.get(name)
+            if process is None:
+                continue
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes.clear()
+
+
+def _not_ready(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=2) as resp:
+            return None if resp.status == 200 else f"HTTP {resp.status}"
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        return str(exc)
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def banner(cluster: LocalCluster, seconds: float) -> str:
+    nodes = "\n".join(
+        f"    shard {s}   http://{cluster.host}:{cluster.node_port(s)}"
+        for s in range(cluster.shards)
+    )
+    log = f"Kafka at {cluster.kafka}" if cluster.kafka else f"SQLite {cluster.data / 'log.db'}"
+    state = f"Redis {cluster.redis}/<shard>" if cluster.redis else "in process memory"
+    return f"""
+agentmem is up in {seconds:.1f} s: {cluster.shards} shards, {cluster.partitions} partitions.
+
+  router (give agents this)  {cluster.router_url}
+{nodes}
+  event log      {log}
+  durable store  SQLite {cluster.data / "store.db"}
+  state          {state}
+  logs           {cluster.data / "logs"}
+
+Try it:
+  python -c "from agentmem.client import Memory; m = Memory('{cluster.router_url}'); \
+m.put('bot-1', 'plan', {{'goal': 'explore'}}); print(m.get('bot-1', 'plan')); m.close()"
+
+Ctrl-C stops the cluster; its data stays in {cluster.data}.
+"""
+
+
+class _StopRequestedError(Exception):
+    """Ctrl-C or SIGTERM."""
+
+
+def run(cluster: LocalCluster, out: IO[str] = sys.stdout) -> int:
+    """Start the cluster, print where it is, and keep it up until Ctrl-C or SIGTERM."""
+    started = time.monotonic()
+
+    def stop_signal(signum: int, frame: Any) -> None:
+        raise _StopRequestedError
+
+    previous = {sig: signal.signal(sig, stop_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    out.write(f"agentmem up: starting {cluster.shards} shards and a router in {cluster.data}\n")
+    out.flush()
+    code = 0
+    try:
+        cluster.prepare()
+        cluster.ensure_topic()
+        cluster.start(out)
+        out.write(banner(cluster, time.monotonic() - started))
+        out.flush()
+        while True:
+            cluster.check_alive()
+            time.sleep(0.2)
+    except _StopRequestedError:
+        pass
+    except SystemExit as exc:
+        out.write(f"{exc}\n")
+        code = 1
+    finally:
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
+        out.write("\nagentmem up: stopping (finishing requests, flushing to the store)...\n")
+        out.flush()
+        cluster.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    out.write("agentmem up: stopped\n")
+    out.flush()
+    return code
