@@ -23,8 +23,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## Install agentmem (editable) with its test tools into .venv
 
 lint: $(STAMP) ## ruff (lint and format check), mypy strict, import-linter layers
-	$(BIN)/ruff check operator tests benchmarks scripts
-	$(BIN)/ruff format --check operator tests benchmarks scripts
+	$(BIN)/ruff check operator tests benchmarks scripts examples
+	$(BIN)/ruff format --check operator tests benchmarks scripts examples
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

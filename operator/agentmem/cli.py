@@ -141,6 +141,13 @@ def up(args: argparse.Namespace) -> int:
     )
 
 
+def mcp(args: argparse.Namespace) -> int:
+    """Serve memory tools to MCP clients."""
+    from agentmem.integrations.mcp import run
+
+    return run(args.url, args.tenant, args.agent, args.transport, args.host, args.port)
+
+
 def _env_int(name: str) -> int | None:
     raw = os.environ.get(name)
     return int(raw) if raw and raw.isdigit() else None
@@ -327,6 +334,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep state in this Redis (shard i uses database i), e.g. redis://127.0.0.1:6379",
     )
     p.set_defaults(func=up)
+
+    p = sub.add_parser(
+        "mcp", help="serve one agent's memory as MCP tools (stdio or streamable HTTP)"
+    )
+    p.add_argument("--url", default=env("AGENTMEM_URL", "http://127.0.0.1:7070"),
+                   help="the cluster (a router or node)")  # fmt: skip
+    p.add_argument("--tenant", default=env("AGENTMEM_TENANT", "default"))
+    p.add_argument("--agent", default=env("AGENTMEM_AGENT"), required=not env("AGENTMEM_AGENT"),
+                   help="the agent whose memory the tools reach")  # fmt: skip
+    p.add_argument("--transport", choices=["stdio", "http"], default="stdio")
+    p.add_argument("--host", default="127.0.0.1", help="streamable HTTP address")
+    p.add_argument("--port", type=int, default=8765, help="streamable HTTP port (path /mcp)")
+    p.set_defaults(func=mcp)
 
     p = sub.add_parser("router", help="run a router that sends each agent's requests to its shard")
     p.add_argument("--listen", default=env("AGENTMEM_LISTEN", "0.0.0.0:7070"), help="host:port")

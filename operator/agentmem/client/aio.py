@@ -40,6 +40,7 @@ from agentmem.client.errors import (
 )
 from agentmem.client.types import Change, Item, Written
 from agentmem.directory import Directory, DirectoryError, ShardEntry, partition_for
+from agentmem.directory.names import InvalidNameError, check_agent, check_key, check_tenant
 
 log = logging.getLogger("agentmem.client")
 
@@ -90,7 +91,7 @@ class AsyncMemory:
         headers: Mapping[str, str] | None = None,
     ) -> None:
         self.url = url.rstrip("/")
-        self.tenant = tenant
+        self.tenant = _checked(check_tenant, tenant)
         self.routing = routing
         self.zone = zone
         self.consistency = consistency
@@ -285,8 +286,9 @@ class AsyncMemory:
             except ConflictError as exc:
                 if exc.current_version is not None:
                     self._note_version(exc.current_version)
-                # Contention: back off a little, more as it persists.
-                await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * (attempt + 1))))
+                # Contention: back off, exponentially with jitter, so that of many
+                # writers racing for one key most stay out of the way of the next round.
+                await asyncio.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 7)))
         raise ContendedError(
             "contended", f"{key} changed {attempts} times while updating it; retry later"
         )
@@ -466,6 +468,11 @@ class AsyncMemory:
             if agent is not None and self._directory is None:
                 self._agent_partitions[agent] = int(applied.partition(":")[0])
 
+    def _newer_epoch(self, headers: Mapping[str, str]) -> bool:
+        raw = headers.get("X-Agentmem-Epoch")
+        current = self._directory
+        return bool(raw and raw.isdigit() and current is not None and int(raw) > current.epoch)
+
     def _base_for(self, shard: ShardEntry) -> str:
         """The base URL for a shard: a replica in our zone if listed, else its endpoint."""
         if self.routing == "router":
@@ -533,6 +540,9 @@ class AsyncMemory:
         is retryable until the deadline, note the session tokens of the answer."""
         if self._session is None:
             await self.start()
+        _checked(check_agent, agent)
+        if suffix.startswith("keys/"):
+            _checked(check_key, suffix[5:])
         path = f"/v1/tenants/{self.tenant}/agents/{agent}/{suffix}"
         deadline = time.monotonic() + self.timeout
         named: tuple[str, int] | None = None
@@ -560,6 +570,10 @@ class AsyncMemory:
                 problem = UnavailableError("no_answer", f"{base} did not answer: {exc}")
             else:
                 self._note_answer(agent, answer.headers)
+                if self._newer_epoch(answer.headers):
+                    # The node follows a newer directory (it may still serve a partition
+                    # it is handing off): learn where everything is now.
+                    await self._refresh_directory(force=True, source=base)
                 if answer.status == 307:
                     named = _redirect(answer)
                     await self._refresh_directory(force=True, source=base)
@@ -680,6 +694,14 @@ class AsyncMemory:
                     if event is not None:
                         yield event, data
         raise UnavailableError("stream_ended", "the stream ended; resuming")
+
+
+def _checked(check: Callable[[str], str], value: str) -> str:
+    """A name checked here, before anything is sent (the API's own rules)."""
+    try:
+        return check(value)
+    except InvalidNameError as exc:
+        raise InvalidRequestError("invalid_name", str(exc), 400) from None
 
 
 def _sse(raw: str) -> tuple[str | None, Any]:

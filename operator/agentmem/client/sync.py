@@ -55,6 +55,27 @@ class Memory:
             raise RuntimeError("this Memory is closed")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
+    @property
+    def aio(self) -> AsyncMemory:
+        """The :class:`AsyncMemory` underneath, bound to this client's own loop."""
+        return self._async
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine that uses :attr:`aio` on the client's loop; block for its result."""
+        return self._run(coro)
+
+    async def run_async(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await a coroutine that uses :attr:`aio`, from any event loop."""
+        if self._closed:
+            coro.close()
+            raise RuntimeError("this Memory is closed")
+        try:
+            if asyncio.get_running_loop() is self._loop:
+                return await coro
+        except RuntimeError:
+            pass
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
+
     def __enter__(self) -> Memory:
         self._run(self._async.start())
         return self

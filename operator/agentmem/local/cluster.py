@@ -44,7 +44,7 @@ class LocalCluster:
     port: int = 7070
     kafka: str | None = None
     redis: str | None = None
-    tenant: str = "default"
+    topic: str = TOPIC
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -109,7 +109,7 @@ class LocalCluster:
 
         ensure_topic(
             KafkaSettings(bootstrap_servers=self.kafka),
-            TopicSpec(TOPIC, self.partitions, 1, {"retention.ms": "-1"}),
+            TopicSpec(self.topic, self.partitions, 1, {"retention.ms": "-1"}),
         )
 
     # Processes -----------------------------------------------------------------------
@@ -127,7 +127,7 @@ class LocalCluster:
 
     def node_args(self, shard: int) -> list[str]:
         if self.kafka:
-            log = ["--log", "kafka", "--topic", TOPIC]
+            log = ["--log", "kafka", "--topic", self.topic]
         else:
             log = ["--log", f"sqlite:{self.data / 'log.db'}"]
         state = f"{self.redis.rstrip('/')}/{shard}" if self.redis else "memory"
@@ -139,12 +139,16 @@ class LocalCluster:
             "--directory-file", str(self.data / "directory.json"),
         ]  # fmt: skip
 
+    def spawn_node(self, shard: int) -> None:
+        """Start (or start again) the memory node of one shard."""
+        env = {"AGENTMEM_KAFKA_BOOTSTRAP_SERVERS": self.kafka} if self.kafka else {}
+        self._spawn(f"node-{shard}", self.node_args(shard), env)
+
     def start(self, progress: IO[str]) -> None:
         """Start every process and wait until each is ready, reporting as it goes."""
         started = time.monotonic()
-        env = {"AGENTMEM_KAFKA_BOOTSTRAP_SERVERS": self.kafka} if self.kafka else {}
         for shard in range(self.shards):
-            self._spawn(f"node-{shard}", self.node_args(shard), env)
+            self.spawn_node(shard)
         self._spawn(
             "router",
             ["router", "--directory-file", str(self.data / "directory.json"),

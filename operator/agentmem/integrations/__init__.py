@@ -1,0 +1,1 @@
+"""Adapters of agent frameworks onto the SDK: LangGraph (store, checkpointer) and MCP."""
