@@ -100,6 +100,7 @@ class AsyncMemory:
         self._max_connections = max_connections
         self._extra_headers = dict(headers or {})
         self._session: aiohttp.ClientSession | None = None
+        self._first_try_timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=5)
         self._directory: Directory | None = None
         self._previous: Directory | None = None
         self._directory_checked = 0.0
@@ -649,12 +650,16 @@ class AsyncMemory:
         if epoch is not None:
             sent["X-Agentmem-Epoch"] = str(epoch)
         remaining = max(0.05, deadline - time.monotonic())
-        target = URL(url, encoded=True)
+        if remaining >= self.timeout - 0.5:
+            timeout = self._first_try_timeout  # the common case: one object for all
+        else:
+            timeout = aiohttp.ClientTimeout(total=remaining, sock_connect=min(5.0, remaining))
         if params:
-            target = target.update_query(params)
+            # Every value the SDK sends is in the API's URL-safe alphabet.
+            url += "?" + "&".join(f"{k}={v}" for k, v in params.items())
         async with session.request(
-            method, target, data=body, headers=sent, allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(total=remaining, sock_connect=min(5.0, remaining)),
+            method, URL(url, encoded=True), data=body, headers=sent, allow_redirects=False,
+            timeout=timeout,
         ) as resp:  # fmt: skip
             data = await resp.read()
             return _Answer(resp.status, resp.headers, data)
