@@ -24,7 +24,7 @@ TASKS = 40
 async def agent(name: str, url: str, tenant: str) -> int:
     """Claim tasks until none is left; count each claim on the shared board."""
     claimed = 0
-    async with AsyncMemory(url, tenant=tenant, actor=name) as mem:
+    async with AsyncMemory(url, tenant=tenant) as mem:
         for task in range(TASKS):
             try:
                 # Only the first agent to claim a task gets it (If-None-Match: *).

@@ -97,6 +97,7 @@ def node(args: argparse.Namespace) -> int:
             namespace=args.namespace,
             cluster_uid=args.cluster_uid,
             directory_file=args.directory_file,
+            auth_file=args.auth_file,
             max_value_bytes=args.max_value_bytes,
             consistency=args.consistency,
             dedup_window_seconds=args.dedup_window_seconds,
@@ -121,7 +122,11 @@ def router(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    return run(RouterConfig(directory_file=args.directory_file, listen=args.listen))
+    return run(
+        RouterConfig(
+            directory_file=args.directory_file, listen=args.listen, auth_file=args.auth_file
+        )
+    )
 
 
 def up(args: argparse.Namespace) -> int:
@@ -137,15 +142,34 @@ def up(args: argparse.Namespace) -> int:
             port=args.port,
             kafka=args.kafka,
             redis=args.redis,
+            auth=not args.no_auth,
         )
     )
+
+
+def token(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    """Mint a token that an ``agentmem up`` cluster accepts."""
+    from agentmem.local import LocalCluster
+
+    cluster = LocalCluster(data=Path(args.data).resolve())
+    if not (cluster.data / "auth" / "signing.pem").exists():
+        print(f"agentmem token: {cluster.data} holds no cluster; run agentmem up first",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    scopes = tuple(args.scopes.replace(",", " ").split())
+    agents = tuple(args.agent) if args.agent else None
+    out.write(cluster.mint(args.subject, tenant=args.tenant, scopes=scopes, agents=agents,
+                           ttl=args.ttl) + "\n")  # fmt: skip
+    return 0
 
 
 def mcp(args: argparse.Namespace) -> int:
     """Serve memory tools to MCP clients."""
     from agentmem.integrations.mcp import run
 
-    return run(args.url, args.tenant, args.agent, args.transport, args.host, args.port)
+    return run(
+        args.url, args.tenant, args.agent, args.transport, args.host, args.port, args.token_file
+    )
 
 
 def _env_int(name: str) -> int | None:
@@ -248,6 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the directory JSON to follow; without it this node serves every partition",
     )
     p.add_argument(
+        "--auth-file",
+        default=env("AGENTMEM_AUTH_FILE"),
+        help="the trusted token issuers (JSON, see docs/security.md); without it, no "
+        "authentication",
+    )
+    p.add_argument(
         "--max-value-bytes",
         type=int,
         default=_env_int("AGENTMEM_MAX_VALUE_BYTES") or 1024 * 1024,
@@ -333,7 +363,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="keep state in this Redis (shard i uses database i), e.g. redis://127.0.0.1:6379",
     )
+    p.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="accept requests without a token (local experiments only: every tenant is open)",
+    )
     p.set_defaults(func=up)
+
+    p = sub.add_parser("token", help="mint a token for a cluster started with agentmem up")
+    p.add_argument("--data", default="agentmem-data", help="the cluster's data directory")
+    p.add_argument("--subject", default="developer", help="who the token names (the actor)")
+    p.add_argument("--tenant", required=True, help="the tenant, or * for every tenant")
+    p.add_argument(
+        "--agent", action="append", help="only this agent (trailing *: a prefix); repeatable"
+    )
+    p.add_argument("--scopes", default="read write", help="read, write, admin, status, metrics")
+    p.add_argument("--ttl", type=float, default=3600.0, help="seconds until it expires")
+    p.set_defaults(func=token)
 
     p = sub.add_parser(
         "mcp", help="serve one agent's memory as MCP tools (stdio or streamable HTTP)"
@@ -346,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transport", choices=["stdio", "http"], default="stdio")
     p.add_argument("--host", default="127.0.0.1", help="streamable HTTP address")
     p.add_argument("--port", type=int, default=8765, help="streamable HTTP port (path /mcp)")
+    p.add_argument("--token-file", default=env("AGENTMEM_TOKEN_FILE"),
+                   help="the cluster's bearer token (default: AGENTMEM_TOKEN)")  # fmt: skip
     p.set_defaults(func=mcp)
 
     p = sub.add_parser("router", help="run a router that sends each agent's requests to its shard")
@@ -354,6 +402,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--directory-file",
         default=env("AGENTMEM_DIRECTORY_FILE"),
         help="the directory JSON to follow",
+    )
+    p.add_argument(
+        "--auth-file",
+        default=env("AGENTMEM_AUTH_FILE"),
+        help="the trusted token issuers (JSON, see docs/security.md); without it, no "
+        "authentication",
     )
     p.set_defaults(func=router)
     return parser

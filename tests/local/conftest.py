@@ -2,11 +2,15 @@
 
 Needs no servers: the nodes use the embedded log and store (SQLite files) and
 keep their state in memory; they are real processes behind a real router.
+Authentication is on, as with ``agentmem up``: the module's cluster puts its
+development token in ``AGENTMEM_TOKEN_FILE``, where the SDK (and the examples
+and ``agentmem mcp`` started from a test) find it.
 """
 
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,5 +35,11 @@ def start_cluster(data: Path, shards: int = 3, **options: object) -> LocalCluste
 def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """Three shards and a router, shared by a module's tests (each uses its own tenant)."""
     cluster = start_cluster(tmp_path_factory.mktemp("up"))
+    before = os.environ.get("AGENTMEM_TOKEN_FILE")
+    os.environ["AGENTMEM_TOKEN_FILE"] = str(cluster.token_file)
     yield cluster
     cluster.stop()
+    if before is None:
+        del os.environ["AGENTMEM_TOKEN_FILE"]
+    else:
+        os.environ["AGENTMEM_TOKEN_FILE"] = before

@@ -159,7 +159,9 @@ def test_writes_go_on_through_a_directory_change_and_a_node_kill(tmp_path: Path)
         acked: dict[str, int] = {}
 
         async def scenario() -> None:
-            async with AsyncMemory(cluster.router_url, tenant=name, routing="direct") as mem:
+            async with AsyncMemory(
+                cluster.router_url, tenant=name, routing="direct", token_file=cluster.token_file
+            ) as mem:
                 for i in range(30):
                     acked[f"k{i}"] = i
                     await mem.put(agent, f"k{i}", i)
@@ -197,7 +199,9 @@ def test_watch_resumes_after_the_node_restarts_without_gaps_or_repeats(tmp_path:
     try:
 
         async def scenario() -> list[int]:
-            async with AsyncMemory(cluster.router_url, tenant="acme", routing="direct") as mem:
+            async with AsyncMemory(
+                cluster.router_url, tenant="acme", routing="direct", token_file=cluster.token_file
+            ) as mem:
                 seen: list[int] = []
 
                 async def watch() -> None:
@@ -276,6 +280,7 @@ def test_agentmem_up_starts_prints_stops_on_ctrl_c_and_keeps_its_data(tmp_path: 
         text = "".join(lines)
         assert "ready at" in text and f"http://127.0.0.1:{port}" in text, text
         assert "from agentmem.client import Memory" in text
+        assert f"AGENTMEM_TOKEN_FILE={data / 'token'}" in text
         return proc
 
     def stop(proc: subprocess.Popen[str]) -> str:
@@ -287,13 +292,13 @@ def test_agentmem_up_starts_prints_stops_on_ctrl_c_and_keeps_its_data(tmp_path: 
 
     proc = up()
     try:
-        with Memory(f"http://127.0.0.1:{port}", tenant="acme") as mem:
+        with Memory(f"http://127.0.0.1:{port}", tenant="acme", token_file=data / "token") as mem:
             mem.put("bot-1", "plan", {"goal": "explore"})
     finally:
         stop(proc)
     proc = up()
     try:
-        with Memory(f"http://127.0.0.1:{port}", tenant="acme") as mem:
+        with Memory(f"http://127.0.0.1:{port}", tenant="acme", token_file=data / "token") as mem:
             item = mem.get("bot-1", "plan")
             assert item is not None and item.value == {"goal": "explore"}
     finally:

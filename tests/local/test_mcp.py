@@ -50,7 +50,7 @@ async def _exercise(session: ClientSession, tenant: str, up: LocalCluster) -> No
         ("merge", "applied"),
         ("put", "conflict"),
     ]
-    assert history[0]["actor"] == "mcp:bot-1"
+    assert history[0]["actor"] == "developer"  # the subject of the token, not a header
     bad = await session.call_tool("memory_put", {"key": "a b", "value": 1})
     assert bad.isError and "invalid_name" in bad.content[0].text
     # The tools reach only their agent: what they wrote is bot-1's, nobody else's.
@@ -63,8 +63,9 @@ def test_mcp_over_stdio(up: LocalCluster) -> None:
     tenant = f"mcp-{uuid.uuid4().hex[:8]}"
     params = StdioServerParameters(
         command=sys.executable,
+        # The MCP client starts servers with a minimal environment: the token is a flag.
         args=["-m", "agentmem", "mcp", "--url", up.router_url, "--tenant", tenant,
-              "--agent", "bot-1"],
+              "--agent", "bot-1", "--token-file", str(up.token_file)],
     )  # fmt: skip
 
     async def scenario() -> None:

@@ -17,10 +17,12 @@ from agentmem.client.errors import (
     AgentmemError,
     ConflictError,
     ContendedError,
+    ForbiddenError,
     IncompleteError,
     InvalidRequestError,
     NotFoundError,
     StoreFullError,
+    UnauthorizedError,
     UnavailableError,
 )
 from agentmem.client.sync import Memory
@@ -33,6 +35,7 @@ __all__ = [
     "ConflictError",
     "Consistency",
     "ContendedError",
+    "ForbiddenError",
     "IncompleteError",
     "InvalidRequestError",
     "Item",
@@ -40,6 +43,7 @@ __all__ = [
     "NotFoundError",
     "Routing",
     "StoreFullError",
+    "UnauthorizedError",
     "UnavailableError",
     "Written",
 ]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
 import time
 import uuid
@@ -74,7 +75,11 @@ class AsyncMemory:
     ``zone``: prefer a replica in this zone when the directory lists replicas.
     ``consistency``: of reads (``session``: read-your-writes and monotonic reads).
     ``timeout``: seconds an operation may take, retries included.
-    ``actor``: recorded with every write (``X-Agentmem-Actor``).
+    ``token``: the bearer token (JWT) sent with every request; ``token_file``:
+    a file holding it, read again when it changes (a pod's projected
+    service-account token is rotated by the kubelet). They default to the
+    ``AGENTMEM_TOKEN`` and ``AGENTMEM_TOKEN_FILE`` variables. The subject of the
+    token is what the cluster records as the actor of each write.
     """
 
     def __init__(
@@ -86,7 +91,8 @@ class AsyncMemory:
         zone: str | None = None,
         consistency: Consistency = "session",
         timeout: float = 15.0,
-        actor: str | None = None,
+        token: str | None = None,
+        token_file: str | os.PathLike[str] | None = None,
         max_connections: int = 256,
         headers: Mapping[str, str] | None = None,
     ) -> None:
@@ -96,7 +102,7 @@ class AsyncMemory:
         self.zone = zone
         self.consistency = consistency
         self.timeout = timeout
-        self.actor = actor
+        self._credentials = BearerToken(token, token_file)
         self._max_connections = max_connections
         self._extra_headers = dict(headers or {})
         self._session: aiohttp.ClientSession | None = None
@@ -422,8 +428,6 @@ class AsyncMemory:
             headers["If-Match"] = if_version
         elif if_absent:
             headers["If-None-Match"] = "*"
-        if self.actor:
-            headers["X-Agentmem-Actor"] = self.actor
         params = {"ttl": str(ttl)} if ttl is not None else None
         answer = await self._call(
             method, agent, f"keys/{key}", params=params, body=body, content_type=content_type,
@@ -496,6 +500,14 @@ class AsyncMemory:
         base = self._base_for(owner)
         return base, (directory.epoch if base != self.url else None)
 
+    def _headers(self, headers: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The headers of every request (the token among them), and ``headers``."""
+        sent = {**self._extra_headers, **(headers or {})}
+        authorization = self._credentials.header()
+        if authorization is not None:
+            sent["Authorization"] = authorization
+        return sent
+
     async def _refresh_directory(self, force: bool = False, source: str | None = None) -> None:
         """Reread the directory (at most once a second unless forced)."""
         if not force and time.monotonic() - self._directory_checked < 1.0:
@@ -508,7 +520,9 @@ class AsyncMemory:
             for base in dict.fromkeys([source or self.url, self.url]):
                 try:
                     async with session.get(
-                        f"{base}/v1/directory", timeout=aiohttp.ClientTimeout(total=5)
+                        f"{base}/v1/directory",
+                        headers=self._headers(),
+                        timeout=aiohttp.ClientTimeout(total=5),
                     ) as resp:
                         if resp.status == 404:
                             self._directory = None  # one node serves every partition
@@ -644,7 +658,7 @@ class AsyncMemory:
         deadline: float,
     ) -> _Answer:
         session = self._ensure_session()
-        sent = {**self._extra_headers, **(headers or {})}
+        sent = self._headers(headers)
         if content_type is not None:
             sent["Content-Type"] = content_type
         if epoch is not None:
@@ -676,7 +690,7 @@ class AsyncMemory:
         if self._directory is None:
             await self._refresh_directory()
         base, epoch = self._target(agent)
-        headers = dict(self._extra_headers)
+        headers = self._headers()
         if epoch is not None:
             headers["X-Agentmem-Epoch"] = str(epoch)
         target = URL(f"{base}/v1/tenants/{self.tenant}/agents/{agent}/{suffix}", encoded=True)
@@ -699,6 +713,47 @@ class AsyncMemory:
                     if event is not None:
                         yield event, data
         raise UnavailableError("stream_ended", "the stream ended; resuming")
+
+
+class BearerToken:
+    """The ``Authorization`` header of a token, or of a token file (reread when it changes)."""
+
+    #: How often the file's modification time is looked at.
+    CHECK_SECONDS = 1.0
+
+    def __init__(self, token: str | None, token_file: str | os.PathLike[str] | None) -> None:
+        if token is None and token_file is None:
+            token = os.environ.get("AGENTMEM_TOKEN") or None
+            token_file = os.environ.get("AGENTMEM_TOKEN_FILE") or None
+        if token is not None and token_file is not None:
+            raise ValueError("give token or token_file, not both")
+        self.path = os.fspath(token_file) if token_file is not None else None
+        self._value = f"Bearer {token.strip()}" if token else None
+        self._mtime = 0.0
+        self._checked = 0.0
+        if token_file is not None:
+            self._read()
+
+    def _read(self) -> None:
+        assert self.path is not None
+        try:
+            mtime = os.stat(self.path).st_mtime
+            if mtime != self._mtime:
+                with open(self.path, encoding="utf-8") as f:
+                    self._value = f"Bearer {f.read().strip()}"
+                self._mtime = mtime
+        except OSError as exc:
+            if self._value is None:
+                raise ValueError(f"cannot read the token file {self.path}: {exc}") from exc
+            # keep the token we have: a projected volume is swapped atomically
+
+    def header(self) -> str | None:
+        if self.path is not None:
+            now = time.monotonic()
+            if now - self._checked >= self.CHECK_SECONDS:
+                self._checked = now
+                self._read()
+        return self._value
 
 
 def _checked(check: Callable[[str], str], value: str) -> str:

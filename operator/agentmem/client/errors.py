@@ -33,6 +33,14 @@ class AgentmemError(Exception):
         self.details: Mapping[str, Any] = details or {}
 
 
+class UnauthorizedError(AgentmemError):
+    """401: no token, or one the cluster does not accept (the message says why)."""
+
+
+class ForbiddenError(AgentmemError):
+    """403: the token does not cover this tenant, agent or scope."""
+
+
 class InvalidRequestError(AgentmemError):
     """The request is wrong (400, 405, 413, 415): fix it, retrying will not help."""
 
@@ -95,6 +103,10 @@ def error_for(status: int, body: Mapping[str, Any] | None) -> AgentmemError:
         kind = ConflictError if code == "conflict" else ContendedError
     elif status == 404:
         kind = NotFoundError
+    elif status == 401:
+        kind = UnauthorizedError
+    elif status == 403:
+        kind = ForbiddenError
     elif status == 507:
         kind = StoreFullError
     elif status in (503, 504) or status >= 500:

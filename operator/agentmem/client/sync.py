@@ -11,6 +11,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
@@ -34,7 +35,8 @@ class Memory:
         zone: str | None = None,
         consistency: Consistency = "session",
         timeout: float = 15.0,
-        actor: str | None = None,
+        token: str | None = None,
+        token_file: str | os.PathLike[str] | None = None,
         max_connections: int = 256,
         headers: Mapping[str, str] | None = None,
     ) -> None:
@@ -45,7 +47,8 @@ class Memory:
         self._thread.start()
         self._async = AsyncMemory(
             url, tenant=tenant, routing=routing, zone=zone, consistency=consistency,
-            timeout=timeout, actor=actor, max_connections=max_connections, headers=headers,
+            timeout=timeout, token=token, token_file=token_file, max_connections=max_connections,
+            headers=headers,
         )  # fmt: skip
         self._closed = False
 

@@ -31,13 +31,18 @@ def build_server(
     *,
     host: str = "127.0.0.1",
     port: int = 8765,
+    token_file: str | None = None,
 ) -> FastMCP[Any]:
-    """An MCP server whose tools read and write one agent's memory."""
+    """An MCP server whose tools read and write one agent's memory.
+
+    The cluster's token comes from ``token_file`` (or ``AGENTMEM_TOKEN`` /
+    ``AGENTMEM_TOKEN_FILE``); its subject is the actor of every change.
+    """
     client: dict[str, AsyncMemory] = {}
 
     @asynccontextmanager
     async def lifespan(server: FastMCP[Any]) -> AsyncIterator[None]:
-        async with AsyncMemory(url, tenant=tenant, actor=f"mcp:{agent}") as memory:
+        async with AsyncMemory(url, tenant=tenant, token_file=token_file) as memory:
             client["memory"] = memory
             yield
             client.clear()
@@ -133,7 +138,8 @@ def run(
     transport: Literal["stdio", "http"] = "stdio",
     host: str = "127.0.0.1",
     port: int = 8765,
+    token_file: str | None = None,
 ) -> int:
-    server = build_server(url, tenant, agent, host=host, port=port)
+    server = build_server(url, tenant, agent, host=host, port=port, token_file=token_file)
     server.run("stdio" if transport == "stdio" else "streamable-http")
     return 0

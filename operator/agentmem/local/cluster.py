@@ -10,6 +10,11 @@ from the durable store and the log.
 
 The directory file is written once, at the first start (an existing one is
 kept: the partition count of a cluster's data never changes).
+
+Authentication is on: the first start makes a signing key (``auth/signing.pem``)
+whose public half the nodes and the router trust (``auth/auth.json``), and
+each start writes a development token for every tenant to ``token``.
+``agentmem token`` mints narrower ones from the same key.
 """
 
 from __future__ import annotations
@@ -27,10 +32,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from agentmem.directory import Directory, ShardEntry, ShardSlot, assign
+from agentmem.runtime.auth import SCOPES, SigningKey, audience_of, issuer_entry
 
 CLUSTER = "local"
 NAMESPACE = "agentmem"
 TOPIC = "agentmem.local.events"
+ISSUER = "agentmem-up"
+DEV_SUBJECT = "developer"
+DEV_TOKEN_SECONDS = 30 * 24 * 3600
 
 
 @dataclass
@@ -45,6 +54,8 @@ class LocalCluster:
     kafka: str | None = None
     redis: str | None = None
     topic: str = TOPIC
+    #: Off only for local experiments: then anyone who reaches the ports has every tenant.
+    auth: bool = True
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -53,6 +64,54 @@ class LocalCluster:
 
     def node_port(self, shard: int) -> int:
         return self.port + 1 + shard
+
+    @property
+    def token_file(self) -> Path:
+        return self.data / "token"
+
+    @property
+    def auth_file(self) -> Path:
+        return self.data / "auth" / "auth.json"
+
+    def signing_key(self) -> SigningKey:
+        """The cluster's token signing key (made at the first start)."""
+        path = self.data / "auth" / "signing.pem"
+        if path.exists():
+            return SigningKey.from_pem(path.read_bytes())
+        key = SigningKey.generate()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key.pem())
+        return key
+
+    def mint(
+        self,
+        subject: str,
+        *,
+        tenant: str | None,
+        scopes: tuple[str, ...],
+        agents: tuple[str, ...] | None = None,
+        ttl: float = 3600.0,
+    ) -> str:
+        """A token this cluster accepts."""
+        return self.signing_key().mint(
+            ISSUER, audience_of(NAMESPACE, CLUSTER), subject,
+            tenant=tenant, scopes=scopes, agents=agents, ttl=ttl,
+        )  # fmt: skip
+
+    def prepare_auth(self) -> None:
+        """Write the trusted issuer and a development token for every tenant."""
+        key = self.signing_key()
+        config = {
+            "audience": audience_of(NAMESPACE, CLUSTER),
+            "issuers": [issuer_entry(ISSUER, [key])],
+        }
+        self.auth_file.write_text(json.dumps(config, indent=2), encoding="utf-8")
+        token = self.mint(DEV_SUBJECT, tenant="*", scopes=SCOPES, ttl=DEV_TOKEN_SECONDS)
+        fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(token + "\n")
 
     # Files ---------------------------------------------------------------------------
 
@@ -100,6 +159,8 @@ class LocalCluster:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(directory.to_json(), encoding="utf-8")
         tmp.replace(path)
+        if self.auth:
+            self.prepare_auth()
         return directory
 
     def ensure_topic(self) -> None:
@@ -136,8 +197,11 @@ class LocalCluster:
             "--partitions", str(self.partitions),
             "--listen", f"{self.host}:{self.node_port(shard)}",
             "--shard", str(shard), "--cluster", CLUSTER, "--namespace", NAMESPACE,
-            "--directory-file", str(self.data / "directory.json"),
+            "--directory-file", str(self.data / "directory.json"), *self._auth_args(),
         ]  # fmt: skip
+
+    def _auth_args(self) -> list[str]:
+        return ["--auth-file", str(self.auth_file)] if self.auth else []
 
     def spawn_node(self, shard: int) -> None:
         """Start (or start again) the memory node of one shard."""
@@ -152,7 +216,7 @@ class LocalCluster:
         self._spawn(
             "router",
             ["router", "--directory-file", str(self.data / "directory.json"),
-             "--listen", f"{self.host}:{self.port}"],
+             "--listen", f"{self.host}:{self.port}", *self._auth_args()],
             {},
         )  # fmt: skip
         waiting = {
@@ -231,6 +295,15 @@ def banner(cluster: LocalCluster, seconds: float) -> str:
     )
     log = f"Kafka at {cluster.kafka}" if cluster.kafka else f"SQLite {cluster.data / 'log.db'}"
     state = f"Redis {cluster.redis}/<shard>" if cluster.redis else "in process memory"
+    if cluster.auth:
+        auth = f"""  token          {cluster.token_file}  (every tenant; for development only)
+
+The cluster wants a bearer token; the SDK reads it from AGENTMEM_TOKEN_FILE:
+  export AGENTMEM_TOKEN_FILE={cluster.token_file}
+  (narrower tokens: agentmem token --data {cluster.data} --tenant T --scopes read)
+"""
+    else:
+        auth = "  AUTHENTICATION IS OFF: whoever reaches these ports has every tenant.\n"
     return f"""
 agentmem is up in {seconds:.1f} s: {cluster.shards} shards, {cluster.partitions} partitions.
 
@@ -240,7 +313,7 @@ agentmem is up in {seconds:.1f} s: {cluster.shards} shards, {cluster.partitions}
   durable store  SQLite {cluster.data / "store.db"}
   state          {state}
   logs           {cluster.data / "logs"}
-
+{auth}
 Try it:
   python -c "from agentmem.client import Memory; m = Memory('{cluster.router_url}'); \
 m.put('bot-1', 'plan', {{'goal': 'explore'}}); print(m.get('bot-1', 'plan')); m.close()"

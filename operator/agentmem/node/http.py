@@ -13,6 +13,7 @@ for a request that is refused.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
 import re
@@ -29,6 +30,15 @@ from agentmem.node.node import Node, WriteResult
 from agentmem.node.openapi import openapi_document
 from agentmem.node.requests import Consistency, ReadRequest, WriteOp, WriteRequest
 from agentmem.node.tokens import Version
+from agentmem.runtime.auth import (
+    ANONYMOUS,
+    AuthError,
+    Grant,
+    Verifier,
+    data_scope,
+    follow_while_serving,
+    refusal,
+)
 from agentmem.runtime.errors import json_error
 from agentmem.store.ports import Record
 
@@ -38,9 +48,17 @@ JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
 MAX_TTL_SECONDS = 10 * 365 * 24 * 3600
 MAX_BATCH_KEYS = 1000
+#: How deeply arrays and objects may nest in a value or a patch (parsers, the
+#: merge and Redis's JSON all recurse: a bound keeps every one of them safe).
+MAX_DEPTH = 100
+#: A JSON string (brackets inside it do not nest) or a bracket.
+_NESTING = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 NODE_KEY = web.AppKey("node", Node)
+#: The token verifier; None when authentication is off.
+AUTH_KEY: web.AppKey[Verifier | None] = web.AppKey("auth")
 
 #: The HTTP status of each kind of domain error (the most specific kind wins).
 STATUS: dict[type[errors.NodeError], int] = {
@@ -90,6 +108,8 @@ def answers_errors(handler: Handler) -> Handler:
             return await handler(request)
         except errors.NodeError as exc:
             return error_response(exc)
+        except AuthError as exc:
+            return refusal(exc)
         except InvalidNameError as exc:
             return json_error(400, "invalid_name", str(exc))
         except web.HTTPRequestEntityTooLarge:
@@ -114,6 +134,14 @@ def answers_errors(handler: Handler) -> Handler:
 
 def _node(request: web.Request) -> Node:
     return request.app[NODE_KEY]
+
+
+def authenticate(request: web.Request) -> Grant:
+    """The grant of the request's bearer token (401 without a valid one)."""
+    verifier = request.app[AUTH_KEY]
+    if verifier is None:
+        return ANONYMOUS
+    return verifier.authenticate(request.headers.get("Authorization"))
 
 
 def _agent(request: web.Request) -> tuple[str, str]:
@@ -184,15 +212,6 @@ def _request_id(request: web.Request) -> str:
     return rid
 
 
-def _actor(request: web.Request) -> str:
-    actor = request.headers.get("X-Agentmem-Actor", "")
-    if len(actor) > 256:
-        raise errors.InvalidRequest(
-            "invalid_actor", "X-Agentmem-Actor is longer than 256 characters"
-        )
-    return actor
-
-
 def _ttl(request: web.Request) -> int | None:
     raw = request.query.get("ttl")
     if raw is None:
@@ -217,10 +236,29 @@ async def _body(request: web.Request, types: tuple[str, ...]) -> str:
         raise errors.TooLarge(f"the value is larger than the limit of {limit} bytes")
     try:
         text = raw.decode("utf-8")
+        check_depth(text)
         json.loads(text)
     except (UnicodeDecodeError, ValueError) as exc:
         raise errors.InvalidRequest("invalid_json", f"the body is not valid JSON: {exc}") from None
     return text
+
+
+def nesting_depth(text: str) -> int:
+    """How deeply the arrays and objects of a JSON text nest (without recursing);
+    0 for a text with too few brackets to pass the limit."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return 0  # cannot be deeper than it has brackets: the common case costs two scans
+    steps = (_DEPTH_STEP.get(token, 0) for token in _NESTING.findall(text))
+    return max(itertools.accumulate(steps, initial=0))
+
+
+def check_depth(text: str) -> None:
+    depth = nesting_depth(text)
+    if depth > MAX_DEPTH:
+        raise errors.InvalidRequest(
+            "too_deep",
+            f"the body nests arrays and objects {depth} deep; the limit is {MAX_DEPTH}",
+        )
 
 
 async def _write_request(request: web.Request, op: WriteOp) -> WriteRequest:
@@ -228,7 +266,7 @@ async def _write_request(request: web.Request, op: WriteOp) -> WriteRequest:
     addr = Address.parse(info["tenant"], info["agent"], info["key"])
     epoch = _epoch(request)
     expect = _expect(request, addr)
-    rid, actor = _request_id(request), _actor(request)
+    rid, actor = _request_id(request), request["grant"].subject
     ttl = _ttl(request) if op != "delete" else None
     body = None
     if op == "put":
@@ -413,7 +451,9 @@ async def watch(request: web.Request) -> web.StreamResponse:
 @answers_errors
 async def list_agents(request: web.Request) -> web.Response:
     node = _node(request)
+    grant = authenticate(request)
     tenant = check_tenant(request.match_info["tenant"])
+    grant.check("read", tenant)
     applied, agents = await node.agents(tenant, _epoch(request))
     body = {
         "tenant": tenant,
@@ -426,11 +466,13 @@ async def list_agents(request: web.Request) -> web.Response:
 
 @answers_errors
 async def status(request: web.Request) -> web.Response:
+    authenticate(request).check("status")
     return web.json_response(_node(request).status())
 
 
 @answers_errors
 async def directory(request: web.Request) -> web.Response:
+    authenticate(request)  # any token of this cluster: the directory holds no tenant's data
     view = _node(request).view
     if view.directory is None:
         raise errors.NotFound(
@@ -460,6 +502,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 @answers_errors
 async def metrics(request: web.Request) -> web.Response:
+    authenticate(request).check("metrics")
     return web.Response(
         body=_node(request).metrics.exposition(), content_type="text/plain", charset="utf-8"
     )
@@ -504,12 +547,26 @@ async def agent_route(request: web.Request) -> web.StreamResponse:
             f"{request.method} is not allowed on {request.path}; use {allowed}",
             {"Allow": allowed},
         )
+    # Who asks is settled before anything else is read (the body included).
+    try:
+        grant = authenticate(request)
+        tenant, agent = _agent(request)
+        grant.check(data_scope(request.method), tenant, agent)
+    except AuthError as exc:
+        return refusal(exc)
+    except InvalidNameError as exc:
+        return json_error(400, "invalid_name", str(exc))
+    request["grant"] = grant
     return await handler(request)
 
 
-def create_app(node: Node) -> web.Application:
+def create_app(node: Node, verifier: Verifier | None = None) -> web.Application:
+    """The node's application; ``verifier`` None turns authentication off."""
     app = web.Application(client_max_size=node.settings.max_value_bytes + 64 * 1024)
     app[NODE_KEY] = node
+    app[AUTH_KEY] = verifier
+    if verifier is not None:
+        follow_while_serving(app, verifier)
     app.router.add_route("*", "/v1/tenants/{tenant}/agents/{agent}/{rest:.*}", agent_route)
     app.router.add_get("/v1/tenants/{tenant}/agents", list_agents)
     app.router.add_get("/v1/status", status)

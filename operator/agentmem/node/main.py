@@ -12,6 +12,7 @@ from agentmem.node.http import create_app
 from agentmem.node.node import Node
 from agentmem.node.settings import NodeSettings
 from agentmem.node.state.ports import StateStore
+from agentmem.runtime.auth import load_verifier
 from agentmem.runtime.serve import run_service, serve_until_stopped
 from agentmem.store.ports import DurableStore
 
@@ -86,6 +87,7 @@ async def serve(settings: NodeSettings) -> None:
     # The applier and sampler threads share the GIL with the event loop: hand it
     # over more often than the 5 ms default, so no request waits that long for it.
     sys.setswitchinterval(0.0005)
+    verifier = load_verifier(settings.auth_file, "agentmem node")
     node = build(settings)
     await node.start()
     # Start-up objects live as long as the process: keep them out of the
@@ -106,7 +108,7 @@ async def serve(settings: NodeSettings) -> None:
         node.watchers.close()
 
     try:
-        await serve_until_stopped(create_app(node), settings.listen, stopping, started)
+        await serve_until_stopped(create_app(node, verifier), settings.listen, stopping, started)
     finally:
         await node.stop()
 

@@ -31,9 +31,18 @@ def _error(description: str) -> dict[str, Any]:
     }
 
 
+_AUTH_ERRORS = {
+    "401": _error("No bearer token, or one this cluster does not accept (WWW-Authenticate)."),
+    "403": _error("The token lacks the scope this endpoint needs."),
+}
+
 _ERRORS = {
     "307": {"description": "Another shard serves this agent; Location names it."},
-    "400": _error("Invalid name, version, parameter or JSON."),
+    "400": _error(
+        "Invalid name, version, parameter or JSON (values and patches nest at most 100 deep)."
+    ),
+    "401": _error("No bearer token, or one this cluster does not accept (WWW-Authenticate)."),
+    "403": _error("The token does not cover this tenant, agent or scope."),
     "421": _error("This node's directory is older than the caller's; retry."),
     "503": _error(
         "The event log or the state is unavailable, or the agent's partition is being loaded "
@@ -98,12 +107,6 @@ def openapi_document(max_value_bytes: int) -> dict[str, Any]:
         {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
         "Makes retries safe: the same id returns the first outcome.",
     )
-    actor = _param(
-        "X-Agentmem-Actor",
-        "header",
-        {"type": "string", "maxLength": 256},
-        "Who writes (recorded in the history).",
-    )
     ttl = _param(
         "ttl",
         "query",
@@ -160,7 +163,7 @@ def openapi_document(max_value_bytes: int) -> dict[str, Any]:
                 },
                 "put": {
                     "summary": "Set a key.",
-                    "parameters": [*key_params, if_match, if_none, request_id, actor, ttl],
+                    "parameters": [*key_params, if_match, if_none, request_id, ttl],
                     "requestBody": {
                         "required": True,
                         "content": {"application/json": {"schema": any_json}},
@@ -169,7 +172,7 @@ def openapi_document(max_value_bytes: int) -> dict[str, Any]:
                 },
                 "patch": {
                     "summary": "Apply a JSON merge patch (RFC 7396) to a key.",
-                    "parameters": [*key_params, if_match, if_none, request_id, actor, ttl],
+                    "parameters": [*key_params, if_match, if_none, request_id, ttl],
                     "requestBody": {
                         "required": True,
                         "content": {"application/merge-patch+json": {"schema": any_json}},
@@ -178,7 +181,7 @@ def openapi_document(max_value_bytes: int) -> dict[str, Any]:
                 },
                 "delete": {
                     "summary": "Delete a key.",
-                    "parameters": [*key_params, if_match, request_id, actor],
+                    "parameters": [*key_params, if_match, request_id],
                     "responses": {"200": write_ok, **write_errors},
                 },
             },
@@ -307,36 +310,53 @@ def openapi_document(max_value_bytes: int) -> dict[str, Any]:
             },
             "/v1/status": {
                 "get": {
-                    "summary": "Partitions, applied offsets, epoch.",
-                    "responses": {"200": {"description": "Status."}},
+                    "summary": "Partitions, applied offsets, epoch (scope: status).",
+                    "responses": {"200": {"description": "Status."}, **_AUTH_ERRORS},
                 }
             },
             "/v1/directory": {
                 "get": {
-                    "summary": "The directory this node follows.",
+                    "summary": "The directory this node follows (any token of the cluster).",
                     "responses": {
                         "200": {"description": "Directory."},
+                        **_AUTH_ERRORS,
                         "404": _error("No directory."),
                     },
                 }
             },
             "/livez": {
-                "get": {"summary": "Liveness.", "responses": {"200": {"description": "Alive."}}}
+                "get": {
+                    "summary": "Liveness.",
+                    "security": [],
+                    "responses": {"200": {"description": "Alive."}},
+                }
             },
             "/readyz": {
                 "get": {
                     "summary": "Ready when caught up on its partitions.",
+                    "security": [],
                     "responses": {"200": {"description": "Ready."}, "503": _error("Not ready.")},
                 }
             },
             "/metrics": {
                 "get": {
-                    "summary": "Prometheus metrics.",
-                    "responses": {"200": {"description": "Metrics."}},
+                    "summary": "Prometheus metrics (scope: metrics).",
+                    "responses": {"200": {"description": "Metrics."}, **_AUTH_ERRORS},
                 }
             },
         },
+        "security": [{"bearer": []}],
         "components": {
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "A token of an issuer the cluster trusts, for its audience "
+                    "agentmem.io/<namespace>/<cluster>; claims tenant, agents, scopes "
+                    "(see docs/security.md).",
+                }
+            },
             "schemas": {
                 "Error": {
                     "type": "object",
@@ -362,6 +382,6 @@ def openapi_document(max_value_bytes: int) -> dict[str, Any]:
                         "duplicate": {"type": "boolean"},
                     },
                 },
-            }
+            },
         },
     }

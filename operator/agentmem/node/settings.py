@@ -32,6 +32,8 @@ class NodeSettings:
     #: The cluster's identity in the store's offset rows (the resource's UID).
     cluster_uid: str = ""
     directory_file: str | None = None
+    #: The trusted issuers (JSON, see agentmem.runtime.auth); None: no authentication.
+    auth_file: str | None = None
     max_value_bytes: int = 1024 * 1024
     consistency: Consistency = "session"
     #: How long a client-supplied request id is remembered, by log time.

@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +41,15 @@ from agentmem import __version__
 from agentmem.directory import partition_for
 from agentmem.directory.names import InvalidNameError, check_agent, check_tenant
 from agentmem.runtime import DirectoryFollower, json_error, run_service, serve_until_stopped
+from agentmem.runtime.auth import (
+    ANONYMOUS,
+    AuthError,
+    Grant,
+    data_scope,
+    follow_while_serving,
+    load_verifier,
+    refusal,
+)
 
 log = logging.getLogger("agentmem.router")
 
@@ -57,12 +68,15 @@ class RouterConfig:
     directory_file: str
     listen: str = "0.0.0.0:7070"
     timeout: float = 30.0
+    #: The trusted issuers; None: no authentication.
+    auth_file: str | None = None
 
 
 class Router:
     def __init__(self, config: RouterConfig) -> None:
         self.config = config
         self.follower = DirectoryFollower(config.directory_file)
+        self.verifier = load_verifier(config.auth_file, "agentmem router")
         self.session: aiohttp.ClientSession | None = None
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -73,11 +87,21 @@ class Router:
             "agentmem_router_request_seconds", "Time to forward a request.", registry=self.registry
         )
 
+    def authenticate(self, request: web.Request) -> Grant:
+        """The request's grant (the node checks the same token again: it trusts no hop)."""
+        if self.verifier is None:
+            return ANONYMOUS
+        return self.verifier.authenticate(request.headers.get("Authorization"))
+
     async def forward(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         try:
+            grant = self.authenticate(request)
             tenant = check_tenant(request.match_info["tenant"])
             agent = check_agent(request.match_info["agent"])
+            grant.check(data_scope(request.method), tenant, agent)
+        except AuthError as exc:
+            return refusal(exc)
         except InvalidNameError as exc:
             return _error(400, "invalid_name", str(exc))
         if self.follower.directory is None:
@@ -146,7 +170,11 @@ class Router:
         then partial: a client decides whether that will do).
         """
         try:
+            grant = self.authenticate(request)
             tenant = check_tenant(request.match_info["tenant"])
+            grant.check("read", tenant)
+        except AuthError as exc:
+            return refusal(exc)
         except InvalidNameError as exc:
             return _error(400, "invalid_name", str(exc))
         directory = self.follower.directory
@@ -155,12 +183,14 @@ class Router:
         assert self.session is not None
         session = self.session
         shards = sorted(directory.assigned_shards())
+        headers = {"X-Agentmem-Epoch": str(directory.epoch)}
+        if "Authorization" in request.headers:
+            headers["Authorization"] = request.headers["Authorization"]
 
         async def ask(shard: int) -> dict[str, Any]:
             endpoint = directory.owner(directory.partitions_of(shard)[0]).endpoint
             async with session.get(
-                f"http://{endpoint}/v1/tenants/{tenant}/agents",
-                headers={"X-Agentmem-Epoch": str(directory.epoch)},
+                f"http://{endpoint}/v1/tenants/{tenant}/agents", headers=headers
             ) as response:
                 if response.status != 200:
                     raise aiohttp.ClientError(f"{endpoint} answered {response.status}")
@@ -231,6 +261,28 @@ async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.
     return web.Response(status=upstream.status, body=data, headers=headers)
 
 
+def _answers_json(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A handler whose unexpected failure is a JSON 500 (never a plain-text traceback page)."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except (ConnectionResetError, web.HTTPException, asyncio.CancelledError):
+            raise
+        except Exception:
+            log.exception("%s %s failed", request.method, request.path)
+            return _error(
+                500, "internal",
+                "the router failed to answer this request (its log says why); retry, and "
+                "report it if it persists",
+            )  # fmt: skip
+
+    return wrapped
+
+
 def _error(status: int, code: str, message: str, retry_after: str | None = None) -> web.Response:
     return json_error(status, code, message, {"Retry-After": retry_after} if retry_after else None)
 
@@ -252,22 +304,34 @@ def create_app(router: Router) -> web.Application:
         return web.json_response({"status": "ready", "epoch": current.epoch})
 
     async def directory(request: web.Request) -> web.Response:
+        try:
+            router.authenticate(request)
+        except AuthError as exc:
+            return refusal(exc)
         current = router.follower.directory
         if current is None:
             return _error(503, "no_directory", "the router has no directory yet")
         return web.Response(text=current.to_json(), content_type="application/json")
 
     async def metrics(request: web.Request) -> web.Response:
+        try:
+            router.authenticate(request).check("metrics")
+        except AuthError as exc:
+            return refusal(exc)
         return web.Response(
             body=generate_latest(router.registry), content_type="text/plain", charset="utf-8"
         )
 
-    app.router.add_route("*", "/v1/tenants/{tenant}/agents/{agent}/{rest:.*}", router.forward)
-    app.router.add_get("/v1/tenants/{tenant}/agents", router.agents)
+    app.router.add_route(
+        "*", "/v1/tenants/{tenant}/agents/{agent}/{rest:.*}", _answers_json(router.forward)
+    )
+    app.router.add_get("/v1/tenants/{tenant}/agents", _answers_json(router.agents))
     app.router.add_get("/v1/directory", directory)
     app.router.add_get("/livez", livez)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    if router.verifier is not None:
+        follow_while_serving(app, router.verifier)
     return app
 
 

@@ -85,10 +85,15 @@ class AgentmemSaver(BaseCheckpointSaver[str]):
     @classmethod
     @contextmanager
     def connect(
-        cls, url: str = "http://127.0.0.1:7070", *, tenant: str = "default"
+        cls,
+        url: str = "http://127.0.0.1:7070",
+        *,
+        tenant: str = "default",
+        token: str | None = None,
+        token_file: str | None = None,
     ) -> Iterator[AgentmemSaver]:
-        """A saver with its own SDK client, closed on exit."""
-        with Memory(url, tenant=tenant) as memory:
+        """A saver with its own SDK client, closed on exit (tokens as in :class:`Memory`)."""
+        with Memory(url, tenant=tenant, token=token, token_file=token_file) as memory:
             yield cls(memory)
 
     @property

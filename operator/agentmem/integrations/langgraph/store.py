@@ -145,9 +145,11 @@ class AgentmemStore(AsyncBatchedBaseStore):
         tenant: str = "default",
         ttl: TTLConfig | None = None,
         allow_partial: bool = False,
+        token: str | None = None,
+        token_file: str | None = None,
     ) -> AsyncIterator[AgentmemStore]:
-        """A store with its own SDK client, closed on exit."""
-        async with AsyncMemory(url, tenant=tenant) as memory:
+        """A store with its own SDK client, closed on exit (tokens as in :class:`AsyncMemory`)."""
+        async with AsyncMemory(url, tenant=tenant, token=token, token_file=token_file) as memory:
             yield cls(memory, ttl=ttl, allow_partial=allow_partial)
 
     def batch(self, ops: Iterable[Op]) -> list[Result]:
