@@ -79,9 +79,16 @@ async def run(cluster: LocalCluster, seconds: float) -> dict[str, object]:
 
     out: dict[str, object] = {"concurrency": CONCURRENCY, "seconds_each": seconds}
     async with (
-        AsyncMemory(cluster.router_url, tenant=tenant, routing="direct") as direct,
-        AsyncMemory(cluster.router_url, tenant=tenant, routing="router") as routed,
-        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as bare,
+        AsyncMemory(
+            cluster.router_url, tenant=tenant, routing="direct", token_file=cluster.token_file
+        ) as direct,
+        AsyncMemory(
+            cluster.router_url, tenant=tenant, routing="router", token_file=cluster.token_file
+        ) as routed,
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=256),
+            headers={"Authorization": f"Bearer {cluster.token_file.read_text().strip()}"},
+        ) as bare,
     ):
         for agent, key in address:  # the data the reads find
             await direct.put(agent, key, {"n": 0, "text": "x" * 100})

@@ -134,8 +134,13 @@ def e2e_operator(
         print(f"--- operator log ---\n{op.tail()}")
 
 
+#: The ServiceAccount whose projected tokens the tests' clients use.
+CLIENT_ACCOUNT = "load"
+
+
 def cluster(e2e: Env, namespace: str, name: str = "demo", **spec: Any) -> list[dict[str, Any]]:
-    """An AgentMemoryCluster of the project's image, with its store's Secret."""
+    """An AgentMemoryCluster of the project's image, with its store's Secret and the
+    ServiceAccount of the tests' clients (granted every tenant)."""
     schema = f"e2e_{namespace.replace('-', '_')}_{name}"
     secret = {
         "apiVersion": "v1",
@@ -171,15 +176,31 @@ def cluster(e2e: Env, namespace: str, name: str = "demo", **spec: Any) -> list[d
                 "minInSyncReplicas": 1,
             }
         },
+        "auth": {
+            "serviceAccounts": [
+                {"name": CLIENT_ACCOUNT, "tenant": "*", "scopes": ["read", "write", "metrics"]}
+            ]
+        },
         **spec,
     }
+    account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": CLIENT_ACCOUNT}}
     resource = {
         "apiVersion": "agentmem.io/v1alpha1",
         "kind": "AgentMemoryCluster",
         "metadata": {"name": name},
         "spec": body,
     }
-    return [secret, resource]
+    return [secret, account, resource]
+
+
+def client_token(
+    e2e: Env, namespace: str, name: str = "demo", account: str = CLIENT_ACCOUNT
+) -> str:
+    """A projected token of the API server for ``account``, with the cluster's audience."""
+    return e2e.plane.kubectl.run(
+        "create", "token", account, "-n", namespace, "--duration", "2h",
+        f"--audience=agentmem.io/{namespace}/{name}",
+    ).stdout.strip()  # fmt: skip
 
 
 def wait_ready(
@@ -220,9 +241,13 @@ def http(
     body: Any = None,
     headers: dict[str, str] | None = None,
     timeout: float = 10,
+    token: str | None = None,
 ) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    headers = dict(headers or {})
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     if body is not None:
         request.add_header("Content-Type", "application/json")
     try:

@@ -54,8 +54,10 @@ class Workload:
         keys: int = 5,
         write_deadline: float = 90.0,
         pause: float = 0.0,
+        token: str | None = None,
     ) -> None:
         self.base = base  # the router's URL (asked again before each try)
+        self.auth = {"Authorization": f"Bearer {token}"} if token else {}
         self.writers = writers
         self.agents_per_writer = agents_per_writer
         self.keys = keys
@@ -98,7 +100,8 @@ class Workload:
         self, s: aiohttp.ClientSession, method: str, path: str, **kwargs: Any
     ) -> tuple[int, Any]:
         try:
-            async with s.request(method, self.base() + path, **kwargs) as r:
+            headers = {**self.auth, **kwargs.pop("headers", {})}
+            async with s.request(method, self.base() + path, headers=headers, **kwargs) as r:
                 text = await r.text()
                 try:
                     return r.status, json.loads(text)

@@ -18,6 +18,7 @@ from tests.controlplane.conftest import Operator
 from tests.e2e.conftest import (
     Env,
     RouterAddress,
+    client_token,
     cluster,
     eventually,
     kill_container,
@@ -43,7 +44,7 @@ def test_chaos_under_load_loses_nothing(
     done = dict.fromkeys(TYPES, 0)
     shards = 2
     started = time.monotonic()
-    load = Workload(RouterAddress(e2e, ns), writers=4).start()
+    load = Workload(RouterAddress(e2e, ns), writers=4, token=client_token(e2e, ns)).start()
     try:
         time.sleep(interval)
         for fault in plan:

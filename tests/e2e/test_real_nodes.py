@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from tests.controlplane.conftest import Operator
-from tests.e2e.conftest import Env, cluster, eventually, http, pods, router_url, wait_ready
+from tests.e2e.conftest import (
+    Env,
+    client_token,
+    cluster,
+    eventually,
+    http,
+    pods,
+    router_url,
+    wait_ready,
+)
 
 
 def test_the_operator_runs_real_memory_nodes_that_keep_every_write(
@@ -19,11 +28,24 @@ def test_the_operator_runs_real_memory_nodes_that_keep_every_write(
         assert all(c["ready"] for c in pod["status"]["containerStatuses"])
         assert pod["spec"]["nodeName"] == e2e.node["AGENTMEM_E2E_NODE"]
     base = router_url(e2e, ns)
+    # A projected token of the real API server, for this cluster's audience: the node
+    # pods verify it with the keys the operator published to them.
+    token = client_token(e2e, ns)
+    status, body = http("PUT", f"{base}/v1/tenants/acme/agents/a0/keys/k", {"i": 0})
+    assert (status, body["error"]) == (401, "missing_token"), body
+    automounted = kubectl.run("create", "token", "load", "-n", ns).stdout.strip()
+    status, body = http("PUT", f"{base}/v1/tenants/acme/agents/a0/keys/k", {"i": 0},
+                        token=automounted)  # fmt: skip
+    assert (status, body["error"]) == (401, "wrong_audience"), body
     written = {}
     for i in range(20):
-        status, body = http("PUT", f"{base}/v1/tenants/acme/agents/a{i}/keys/k", {"i": i})
+        status, body = http(
+            "PUT", f"{base}/v1/tenants/acme/agents/a{i}/keys/k", {"i": i}, token=token
+        )
         assert status == 200, body
         written[f"a{i}"] = body["version"]
+    history = http("GET", f"{base}/v1/tenants/acme/agents/a0/history", token=token)[1]
+    assert history["events"][0]["actor"] == f"system:serviceaccount:{ns}:load"
     logs = kubectl.run("logs", "-n", ns, nodes[0]["metadata"]["name"], "-c", "memory-node").stdout
     assert "memory node of shard" in logs
 
@@ -43,7 +65,9 @@ def test_the_operator_runs_real_memory_nodes_that_keep_every_write(
     eventually("the node pod to come back", replaced, timeout=120)
     for agent, version in written.items():
         status, body = http(
-            "GET", f"{base}/v1/tenants/acme/agents/{agent}/keys/k?consistency=strong"
+            "GET",
+            f"{base}/v1/tenants/acme/agents/{agent}/keys/k?consistency=strong",
+            token=token,
         )
         assert status == 200, (agent, body)
         assert body["version"] == version

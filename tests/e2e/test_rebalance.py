@@ -13,6 +13,7 @@ from tests.controlplane.conftest import Operator
 from tests.e2e.conftest import (
     Env,
     RouterAddress,
+    client_token,
     cluster,
     eventually,
     kill_container,
@@ -71,7 +72,9 @@ def test_scaling_2_3_4_2_under_load_is_invisible_to_agents(
     kubectl, ns = e2e.plane.kubectl, e2e_namespace
     kubectl.apply(cluster(e2e, ns, rebalance=REBALANCE), ns)
     wait_ready(e2e, ns)
-    load = Workload(RouterAddress(e2e, ns), writers=4, pause=0.02).start()
+    load = Workload(
+        RouterAddress(e2e, ns), writers=4, pause=0.02, token=client_token(e2e, ns)
+    ).start()
     try:
         time.sleep(5)
         epochs = [directory(e2e, ns).epoch]  # type: ignore[union-attr]
@@ -121,7 +124,7 @@ def test_a_rebalance_survives_operator_kills_node_kills_and_a_broker_restart(
     wait_ready(e2e, ns)
     before = directory(e2e, ns)
     assert before is not None
-    load = Workload(RouterAddress(e2e, ns), writers=3).start()
+    load = Workload(RouterAddress(e2e, ns), writers=3, token=client_token(e2e, ns)).start()
     faults = {"operator": 0, "node": 0, "broker": 0}
     try:
         time.sleep(3)

@@ -26,7 +26,8 @@ from hypothesis import strategies as st
 from agentmem.client import ForbiddenError, Memory, UnauthorizedError
 from agentmem.local import LocalCluster
 from agentmem.local.cluster import CLUSTER, ISSUER, NAMESPACE
-from agentmem.runtime.auth import SigningKey, audience_of
+from agentmem.model.naming import audience as audience_of
+from agentmem.runtime.auth import SigningKey
 
 Answer = tuple[int, dict[str, str], Any]
 

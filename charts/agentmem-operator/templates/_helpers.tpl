@@ -71,7 +71,8 @@ kopf watches AgentMemoryClusters and owned StatefulSets and keeps its bookkeepin
 annotations (patch); the reconciler (agentmem.controller._kube) reads clusters, writes
 their status, applies children with server-side apply (patch, and create for new
 objects), lists children to prune them, deletes pruned and retired ones, and records
-Events. Nothing else: no Secrets, no Pods, no update or deletecollection.
+Events; it reads and creates each cluster's token signing key (a Secret it never
+updates). Nothing else: no other Secrets, no update or deletecollection.
 */}}
 {{- define "agentmem-operator.namespacedRules" -}}
 # kopf watches clusters and patches its annotations; the reconciler reads and lists them.
@@ -96,6 +97,10 @@ Events. Nothing else: no Secrets, no Pods, no update or deletecollection.
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["list", "create", "patch", "delete"]
+# Each cluster's token signing key (the Secret <cluster>-auth): read, and created once.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create"]
 # The nodes' ServiceAccount.
 - apiGroups: [""]
   resources: ["serviceaccounts"]
@@ -145,6 +150,10 @@ notice the AgentMemoryCluster CRD change) and, when it watches listed namespaces
 the Namespaces (to notice them come and go). Without them it retries 403s in a loop.
 */}}
 {{- define "agentmem-operator.discoveryRules" -}}
+# The API server's service-account issuer and keys, which the operator publishes to the
+# nodes (the auth ConfigMap) so that projected service-account tokens are verified.
+- nonResourceURLs: ["/.well-known/openid-configuration", "/openid/v1/jwks"]
+  verbs: ["get"]
 # kopf follows CRDs, to notice the AgentMemoryCluster CRD change.
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]

@@ -41,6 +41,7 @@ class Kind:
 
 _KINDS: dict[str, Kind] = {
     "ConfigMap": Kind("configmaps"),
+    "Secret": Kind("secrets"),
     "Service": Kind("services"),
     "ServiceAccount": Kind("serviceaccounts"),
     "Pod": Kind("pods"),
@@ -93,10 +94,11 @@ class Kube:
         body: Any = None,
         query: dict[str, str] | None = None,
         content_type: str = "application/json",
+        accept: str = "application/json",
     ) -> Any:
         if query:
             url = f"{url}?{urlencode(query)}"
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": accept}
         if body is not None:
             headers["Content-Type"] = content_type
         request = self._api.param_serialize(
@@ -201,7 +203,27 @@ class Kube:
         }
         self.request("POST", path("v1", "Event", meta["namespace"]), event)
 
+    def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """Create an object; None when it exists already (it is left as it is)."""
+        meta = obj["metadata"]
+        url = path(obj["apiVersion"], obj["kind"], meta.get("namespace"))
+        try:
+            result: dict[str, Any] = self.request("POST", url, obj)
+        except KubeError as exc:
+            if exc.status == 409:
+                return None
+            raise
+        return result
+
     # Discovery ---------------------------------------------------------------
+
+    def service_account_issuer(self) -> tuple[str, dict[str, Any]]:
+        """The API server's service-account issuer and its public keys (JWKS)."""
+        config = self.request("GET", "/.well-known/openid-configuration")
+        jwks: dict[str, Any] = self.request(
+            "GET", "/openid/v1/jwks", accept="application/jwk-set+json"
+        )
+        return str(config["issuer"]), jwks
 
     def served(self, api_version: str, refresh: bool = False) -> bool:
         """Whether the API server serves a group/version (e.g. monitoring.coreos.com/v1)."""

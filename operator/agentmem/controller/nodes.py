@@ -19,9 +19,9 @@ from agentmem.model import naming
 
 
 class Probe(Protocol):
-    def get(self, address: str, path: str) -> dict[str, Any]:
-        """The JSON a pod answers at ``http://<address>:<port><path>``; raises
-        ProbeError when it does not answer."""
+    def get(self, address: str, path: str, token: str | None = None) -> dict[str, Any]:
+        """The JSON a pod answers at ``http://<address>:<port><path>`` (with the
+        bearer ``token``); raises ProbeError when it does not answer."""
         ...
 
 
@@ -33,10 +33,12 @@ class HttpProbe:
     def __init__(self, timeout: float = 2.0) -> None:
         self.timeout = timeout
 
-    def get(self, address: str, path: str) -> dict[str, Any]:
+    def get(self, address: str, path: str, token: str | None = None) -> dict[str, Any]:
         url = f"http://{address}:{naming.NODE_PORT}{path}"
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
-            with urllib.request.urlopen(url, timeout=self.timeout) as response:
+            request = urllib.request.Request(url, headers=headers)
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 data = json.loads(response.read())
         except urllib.error.HTTPError as exc:
             try:
@@ -71,6 +73,7 @@ def warm_reasons(
     epoch: int,
     partitions: list[int],
     max_lag: int,
+    token: str | None = None,
 ) -> list[str]:
     """Why the replicas of one gaining shard are not ready for ``epoch`` (empty: they are).
 
@@ -86,7 +89,7 @@ def warm_reasons(
             reasons.append(f"pod {pod.name} is {pod.phase}")
             continue
         try:
-            status = probe.get(pod.address, "/v1/status")
+            status = probe.get(pod.address, "/v1/status", token)
         except ProbeError as exc:
             reasons.append(f"pod {pod.name}: {exc}")
             continue
@@ -112,7 +115,9 @@ def warm_reasons(
     return reasons
 
 
-def epoch_reasons(probe: Probe, pods: list[PodView], epoch: int, router: bool) -> list[str]:
+def epoch_reasons(
+    probe: Probe, pods: list[PodView], epoch: int, router: bool, token: str | None = None
+) -> list[str]:
     """Which running pods do not follow ``epoch`` yet (pods that do not run are skipped:
     a pod that starts reads the current directory)."""
     reasons = []
@@ -120,7 +125,7 @@ def epoch_reasons(probe: Probe, pods: list[PodView], epoch: int, router: bool) -
         if pod.address is None or pod.phase != "Running":
             continue
         try:
-            answer = probe.get(pod.address, "/readyz" if router else "/v1/status")
+            answer = probe.get(pod.address, "/readyz" if router else "/v1/status", token)
         except ProbeError as exc:
             reasons.append(f"pod {pod.name}: {exc}")
             continue

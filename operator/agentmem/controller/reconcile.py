@@ -21,6 +21,7 @@ from typing import Any, Literal
 from agentmem.controller import conditions as cond
 from agentmem.controller import rebalance as rb
 from agentmem.controller._kube import Kube, KubeError, owned_by, owner_reference
+from agentmem.controller.auth import ClusterAuth
 from agentmem.controller.metrics import METRICS
 from agentmem.controller.nodes import HttpProbe, PodView, Probe, epoch_reasons, warm_reasons
 from agentmem.directory import Directory, DirectoryError, Move
@@ -88,6 +89,7 @@ class Reconciler:
         self.emit = emit
         self.clock = clock
         self.probe = probe or HttpProbe()
+        self.auth = ClusterAuth(kube)
         self._locks: dict[str, threading.Lock] = {}
         self._topics_ok: dict[tuple[str, str, int], float] = {}
         self._locks_guard = threading.Lock()
@@ -143,6 +145,8 @@ class Reconciler:
                 f"{len(rebalance.moves)} partition moves in {rebalance.steps} steps",
             )
         existing = self._existing_shards(directory, rebalance)
+        if cluster.spec.auth.enabled:
+            self.auth.publish(body, cluster)  # before the pods that mount it
         self._apply_children(body, cluster, directory, existing, seen)
         self._check_topic(cluster, seen)
         if rebalance is not None:
@@ -500,7 +504,7 @@ class Reconciler:
             pods = self._pods(cluster, naming.shard_selector_labels(cluster.name, shard))
             reasons += warm_reasons(
                 self.probe, pods, cluster.spec.replicas_per_shard, epoch, partitions,
-                cluster.spec.rebalance.max_warmup_lag_events,
+                cluster.spec.rebalance.max_warmup_lag_events, self.auth.token(cluster),
             )  # fmt: skip
         return reasons
 
@@ -508,8 +512,9 @@ class Reconciler:
         """Which nodes and routers do not follow ``epoch`` yet."""
         nodes = self._pods(cluster, naming.selector_labels(cluster.name, naming.COMPONENT_NODE))
         routers = self._pods(cluster, naming.selector_labels(cluster.name, naming.COMPONENT_ROUTER))
-        return epoch_reasons(self.probe, nodes, epoch, router=False) + epoch_reasons(
-            self.probe, routers, epoch, router=True
+        token = self.auth.token(cluster)
+        return epoch_reasons(self.probe, nodes, epoch, False, token) + epoch_reasons(
+            self.probe, routers, epoch, True
         )
 
     def _check_warmup_timeout(

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from agentmem.directory import Directory, ShardEntry, ShardSlot, assign
-from agentmem.runtime.auth import SCOPES, SigningKey, audience_of, issuer_entry
+from agentmem.model.naming import audience as audience_of
+from agentmem.runtime.auth import SCOPES, SigningKey, issuer_entry
 
 CLUSTER = "local"
 NAMESPACE = "agentmem"

@@ -51,6 +51,7 @@ ROUTER_PORT: Final = 7070
 REDIS_PORT: Final = 6379
 
 DIRECTORY_KEY: Final = "directory.json"
+AUTH_KEY: Final = "auth.json"
 
 ZONE_LABEL: Final = "topology.kubernetes.io/zone"
 HOSTNAME_LABEL: Final = "kubernetes.io/hostname"
@@ -87,6 +88,16 @@ def router_name(cluster: str) -> str:
 def directory_name(cluster: str) -> str:
     """The ConfigMap that holds the shard directory."""
     return f"{cluster}-directory"
+
+
+def audience(namespace: str, cluster: str) -> str:
+    """The audience a token must name to be accepted by a cluster."""
+    return f"agentmem.io/{namespace}/{cluster}"
+
+
+def auth_name(cluster: str) -> str:
+    """The ConfigMap of trusted token issuers, and the Secret of the operator's signing key."""
+    return f"{cluster}-auth"
 
 
 def node_account_name(cluster: str) -> str:

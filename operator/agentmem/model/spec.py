@@ -580,6 +580,84 @@ class Router(Model):
     )
 
 
+Scope = Literal["read", "write", "admin", "status", "metrics"]
+AgentPattern = Annotated[str, Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9._-]*\*?$", max_length=129)]
+
+
+class ServiceAccountGrant(Model):
+    """What the projected token of one Kubernetes service account may do."""
+
+    namespace: str | None = Field(
+        None,
+        pattern=DNS_LABEL_PATTERN,
+        max_length=63,
+        description="Namespace of the service account (default: the cluster's).",
+    )
+    name: str = Field(
+        pattern=DNS_LABEL_PATTERN.replace("[-a-z0-9]", "[-.a-z0-9]"),
+        min_length=1,
+        max_length=253,
+        description="Name of the service account.",
+    )
+    tenant: str | None = Field(
+        None,
+        pattern=r"^(\*|[a-zA-Z0-9][a-zA-Z0-9._-]*)$",
+        max_length=128,
+        description="The tenant it may reach, or * for every tenant; none for cluster scopes only.",
+    )
+    agents: list[AgentPattern] | None = Field(
+        None,
+        max_length=100,
+        description="Only these agents of the tenant (a trailing * makes a prefix); default: all.",
+    )
+    scopes: list[Scope] = Field(
+        min_length=1,
+        max_length=5,
+        description=(
+            "read, write, admin (read and write) on the tenant; status (nodes' /v1/status) and "
+            "metrics (/metrics) on the cluster."
+        ),
+    )
+
+
+class TrustedIssuer(Model):
+    """Another issuer whose tokens (with this cluster's audience) count."""
+
+    issuer: str = Field(min_length=1, max_length=512, description="The tokens' iss claim, exactly.")
+    jwks_url: str = Field(
+        pattern=r"^https://",
+        max_length=1024,
+        description="Where the nodes fetch its signing keys (JWKS); refetched every 5 minutes.",
+    )
+
+
+class Auth(Model):
+    """Who may use the cluster: bearer tokens (JWT) on every data-plane request."""
+
+    enabled: bool = Field(
+        True,
+        description=(
+            "Require a token on every request. Turning it off leaves every tenant open to "
+            "whoever reaches the pods."
+        ),
+    )
+    kubernetes_issuer: bool = Field(
+        True,
+        description=(
+            "Accept the API server's service-account tokens whose audience is "
+            "agentmem.io/<namespace>/<cluster> (a projected token; automounted ones are refused)."
+        ),
+    )
+    service_accounts: list[ServiceAccountGrant] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="Grants of service accounts (their tokens carry no agentmem claims).",
+    )
+    issuers: list[TrustedIssuer] = Field(
+        default_factory=list, max_length=20, description="Other trusted issuers (OIDC providers)."
+    )
+
+
 class AgentMemoryClusterSpec(Model):
     """Desired state of an agentmem cluster."""
 
@@ -647,6 +725,7 @@ class AgentMemoryClusterSpec(Model):
     monitoring: Monitoring = nested(Monitoring, "Prometheus.")
     disruption: Disruption = nested(Disruption, "Disruption budget of each shard.")
     router: Router = nested(Router, "The router Deployment.")
+    auth: Auth = nested(Auth, "Authentication and authorization of requests.")
 
     @model_validator(mode="after")
     def _check(self) -> AgentMemoryClusterSpec:

@@ -8,10 +8,10 @@ from typing import Any
 from agentmem.model import AgentMemoryCluster, naming
 from agentmem.resources._meta import container_security, metadata, pod_security, resources
 from agentmem.resources.shard import (
-    DIRECTORY_VOLUME_MOUNT,
     TLS_MOUNT,
     common_env,
-    directory_volume,
+    config_mounts,
+    config_volumes,
     http_probe,
     kafka_env,
     tls_volume,
@@ -45,10 +45,10 @@ def router_deployment(cluster: AgentMemoryCluster) -> dict[str, Any]:
     name = naming.router_name(cluster.name)
     meta = metadata(cluster, name, naming.COMPONENT_ROUTER)
     spec = cluster.spec
-    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}, DIRECTORY_VOLUME_MOUNT]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}, *config_mounts(cluster)]
     volumes: list[dict[str, Any]] = [
         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
-        directory_volume(cluster),
+        *config_volumes(cluster),
     ]
     tls = tls_volume(cluster)
     if tls is not None:

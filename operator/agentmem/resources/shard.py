@@ -20,19 +20,36 @@ STORE_TLS_MOUNT = "/etc/agentmem/store-tls"
 DIRECTORY_MOUNT = "/etc/agentmem/directory"
 
 
-def directory_volume(cluster: AgentMemoryCluster) -> dict[str, Any]:
-    """The directory ConfigMap as files; the kubelet refreshes them when it changes."""
-    return {
-        "name": "directory",
-        "configMap": {"name": naming.directory_name(cluster.name), "defaultMode": 0o444},
-    }
+AUTH_MOUNT = "/etc/agentmem/auth"
 
 
-DIRECTORY_VOLUME_MOUNT: dict[str, Any] = {
-    "name": "directory",
-    "mountPath": DIRECTORY_MOUNT,
-    "readOnly": True,
-}
+def config_volumes(cluster: AgentMemoryCluster) -> list[dict[str, Any]]:
+    """The directory ConfigMap and, with auth on, the trusted issuers, as files.
+
+    The kubelet refreshes them when the ConfigMaps change; nodes and routers
+    reread them (a new epoch, a rotated key) without a restart.
+    """
+    volumes = [
+        {
+            "name": "directory",
+            "configMap": {"name": naming.directory_name(cluster.name), "defaultMode": 0o444},
+        }
+    ]
+    if cluster.spec.auth.enabled:
+        volumes.append(
+            {
+                "name": "auth",
+                "configMap": {"name": naming.auth_name(cluster.name), "defaultMode": 0o444},
+            }
+        )
+    return volumes
+
+
+def config_mounts(cluster: AgentMemoryCluster) -> list[dict[str, Any]]:
+    mounts = [{"name": "directory", "mountPath": DIRECTORY_MOUNT, "readOnly": True}]
+    if cluster.spec.auth.enabled:
+        mounts.append({"name": "auth", "mountPath": AUTH_MOUNT, "readOnly": True})
+    return mounts
 
 
 def redis_maxmemory(cluster: AgentMemoryCluster) -> int:
@@ -121,7 +138,7 @@ def store_tls_volume(cluster: AgentMemoryCluster) -> dict[str, Any] | None:
 
 def common_env(cluster: AgentMemoryCluster) -> list[dict[str, Any]]:
     """What every agentmem container needs to find its cluster."""
-    return [
+    env: list[dict[str, Any]] = [
         {"name": "AGENTMEM_CLUSTER", "value": cluster.name},
         {
             "name": "AGENTMEM_NAMESPACE",
@@ -136,6 +153,9 @@ def common_env(cluster: AgentMemoryCluster) -> list[dict[str, Any]]:
         {"name": "AGENTMEM_PARTITIONS", "value": str(cluster.spec.partitions)},
         {"name": "AGENTMEM_CONSISTENCY", "value": cluster.spec.consistency},
     ]
+    if cluster.spec.auth.enabled:
+        env.append({"name": "AGENTMEM_AUTH_FILE", "value": f"{AUTH_MOUNT}/{naming.AUTH_KEY}"})
+    return env
 
 
 def http_probe(path: str, period: int, failures: int) -> dict[str, Any]:
@@ -196,7 +216,7 @@ def redis_container(cluster: AgentMemoryCluster) -> dict[str, Any]:
 
 def node_container(cluster: AgentMemoryCluster, shard: int) -> dict[str, Any]:
     spec = cluster.spec
-    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}, DIRECTORY_VOLUME_MOUNT]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}, *config_mounts(cluster)]
     if tls_volume(cluster) is not None:
         mounts.append({"name": "kafka-tls", "mountPath": TLS_MOUNT, "readOnly": True})
     if store_tls_volume(cluster) is not None:
@@ -296,7 +316,7 @@ def shard_statefulset(cluster: AgentMemoryCluster, shard: int) -> dict[str, Any]
     meta = metadata(cluster, name, naming.COMPONENT_NODE, **{naming.LABEL_SHARD: str(shard)})
     volumes: list[dict[str, Any]] = [
         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
-        directory_volume(cluster),
+        *config_volumes(cluster),
     ]
     for extra in (tls_volume(cluster), store_tls_volume(cluster)):
         if extra is not None:

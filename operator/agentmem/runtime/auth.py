@@ -73,11 +73,6 @@ def data_scope(method: str) -> str:
     return "write" if method in ("PUT", "PATCH", "DELETE") else "read"
 
 
-def audience_of(namespace: str, cluster: str) -> str:
-    """The audience a token must name to be accepted by this cluster."""
-    return f"agentmem.io/{namespace}/{cluster}"
-
-
 class AuthError(Exception):
     """A request that is not authenticated (401) or not allowed (403)."""
 
