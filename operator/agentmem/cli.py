@@ -98,6 +98,7 @@ def node(args: argparse.Namespace) -> int:
             cluster_uid=args.cluster_uid,
             directory_file=args.directory_file,
             auth_file=args.auth_file,
+            quotas=args.quotas,
             max_value_bytes=args.max_value_bytes,
             consistency=args.consistency,
             dedup_window_seconds=args.dedup_window_seconds,
@@ -270,6 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--directory-file",
         default=env("AGENTMEM_DIRECTORY_FILE"),
         help="the directory JSON to follow; without it this node serves every partition",
+    )
+    p.add_argument(
+        "--quotas",
+        default=env("AGENTMEM_QUOTAS", ""),
+        help='per-tenant quotas and per-client bounds, JSON: {"default": {"writesPerSecond": '
+        '100, "burst": 200, "watchers": 50}, "tenants": {"acme": {...}}, "client": {...}}',
     )
     p.add_argument(
         "--auth-file",

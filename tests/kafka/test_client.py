@@ -50,7 +50,9 @@ def test_sdk_on_kafka_and_redis_nodes(cluster: LocalCluster) -> None:
     a, b = by_shard[0], by_shard[1]
 
     async def scenario() -> list[int]:
-        async with AsyncMemory(cluster.router_url, tenant="acme", routing="direct") as mem:
+        async with AsyncMemory(
+            cluster.router_url, tenant="acme", routing="direct", token_file=cluster.token_file
+        ) as mem:
             seen: list[int] = []
 
             async def watch() -> None:

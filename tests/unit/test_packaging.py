@@ -231,9 +231,14 @@ def test_deployment_is_one_recreated_restricted_pod() -> None:
 
 
 def cluster_role_rules() -> list[dict[str, Any]]:
+    """The resource rules of the default ClusterRole."""
     (role,) = [d for d in base_docs("rbac.yaml") if d["kind"] == "ClusterRole"]
-    rules: list[dict[str, Any]] = role["rules"]
-    return rules
+    return [r for r in role["rules"] if "apiGroups" in r]
+
+
+def non_resource_rules() -> list[dict[str, Any]]:
+    (role,) = [d for d in base_docs("rbac.yaml") if d["kind"] == "ClusterRole"]
+    return [r for r in role["rules"] if "nonResourceURLs" in r]
 
 
 def granted(api_version: str, kind: str) -> set[str]:
@@ -261,6 +266,14 @@ def test_rbac_covers_every_child_the_operator_applies() -> None:
     assert {"list", "watch"} <= granted("apps/v1", "StatefulSet")
     assert "create" in granted("v1", "Event")
     assert "list" in granted("v1", "Pod")  # the nodes asked during a rebalance
+    # Each cluster's signing key; the API server's issuer, published to the nodes.
+    assert {"get", "create"} <= granted("v1", "Secret")
+    (issuer,) = non_resource_rules()
+    assert set(issuer["nonResourceURLs"]) == {
+        "/.well-known/openid-configuration",
+        "/openid/v1/jwks",
+    }
+    assert issuer["verbs"] == ["get"]
 
 
 def test_rbac_holds_what_the_node_role_grants() -> None:
@@ -281,7 +294,9 @@ def test_rbac_is_least_privilege() -> None:
     for rule in cluster_role_rules():
         assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
         assert "*" not in rule["apiGroups"], rule
-        assert not {"secrets", "nodes"} & set(rule["resources"]), rule
+        assert "nodes" not in rule["resources"], rule
+        if "secrets" in rule["resources"]:  # read and create signing keys; never list them
+            assert rule["resources"] == ["secrets"] and rule["verbs"] == ["get", "create"], rule
         if "pods" in rule["resources"]:  # listed for the warm-up handshake, nothing more
             assert rule["resources"] == ["pods"] and rule["verbs"] == ["list"], rule
         risky = {"escalate", "bind", "impersonate", "update", "deletecollection"}

@@ -66,6 +66,19 @@ class StoreFullError(AgentmemError):
     """The shard's state store is full (507): writes are refused until there is room."""
 
 
+class OverLimitError(AgentmemError):
+    """429: a quota of the tenant, or a bound of this client, is reached.
+
+    Nothing was applied. ``retry_after`` says when to try again; the SDK does
+    not retry it for you (retrying at once would only keep the limit hit).
+    """
+
+    @property
+    def retry_after(self) -> float | None:
+        value = self.details.get("retry_after")
+        return None if value is None else float(value)
+
+
 class UnavailableError(AgentmemError):
     """The cluster could not answer within the deadline (503/504, or no connection).
 
@@ -107,6 +120,8 @@ def error_for(status: int, body: Mapping[str, Any] | None) -> AgentmemError:
         kind = UnauthorizedError
     elif status == 403:
         kind = ForbiddenError
+    elif status == 429:
+        kind = OverLimitError
     elif status == 507:
         kind = StoreFullError
     elif status in (503, 504) or status >= 500:

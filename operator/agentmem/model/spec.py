@@ -8,6 +8,7 @@ camelCase names of the API; Python code uses the snake_case attributes.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -658,6 +659,57 @@ class Auth(Model):
     )
 
 
+class TenantQuota(Model):
+    """Limits of one tenant on each memory node (0: none)."""
+
+    writes_per_second: int = Field(
+        0, ge=0, le=1_000_000, description="Writes per second a node admits for the tenant."
+    )
+    burst: int = Field(
+        0, ge=0, le=10_000_000, description="Writes above the rate admitted at once (0: the rate)."
+    )
+    watchers: int = Field(
+        0, ge=0, le=100_000, description="Concurrent watch streams of the tenant on a node."
+    )
+
+
+class TenantQuotaOverride(TenantQuota):
+    """The limits of one named tenant (they replace the default limits for it)."""
+
+    tenant: str = Field(
+        pattern=r"^[a-zA-Z0-9][a-zA-Z0-9._-]*$", max_length=128, description="The tenant."
+    )
+
+
+class ClientBounds(Model):
+    """What one client (a token's subject) may hold on a node at once."""
+
+    waiting: int = Field(256, ge=1, le=100_000, description="Reads waiting for a version.")
+    watchers: int = Field(32, ge=1, le=10_000, description="Watch streams.")
+    history: int = Field(4, ge=1, le=1_000, description="History pages in flight.")
+
+
+class Quotas(Model):
+    """Per-tenant quotas and per-client bounds; over one: 429 with Retry-After."""
+
+    default: TenantQuota = nested(TenantQuota, "Limits of every tenant not listed.")
+    tenants: list[TenantQuotaOverride] = Field(
+        default_factory=list, max_length=10_000, description="Limits of named tenants."
+    )
+    client: ClientBounds = nested(ClientBounds, "Bounds of each client on each node.")
+
+    def to_node(self) -> str:
+        """The nodes' AGENTMEM_QUOTAS (JSON)."""
+        tenants = {
+            t.tenant: {k: v for k, v in t.to_api().items() if k != "tenant"} for t in self.tenants
+        }
+        return json.dumps(
+            {"default": self.default.to_api(), "tenants": tenants, "client": self.client.to_api()},
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+
+
 class AgentMemoryClusterSpec(Model):
     """Desired state of an agentmem cluster."""
 
@@ -726,6 +778,7 @@ class AgentMemoryClusterSpec(Model):
     disruption: Disruption = nested(Disruption, "Disruption budget of each shard.")
     router: Router = nested(Router, "The router Deployment.")
     auth: Auth = nested(Auth, "Authentication and authorization of requests.")
+    quotas: Quotas = nested(Quotas, "Per-tenant quotas and per-client bounds.")
 
     @model_validator(mode="after")
     def _check(self) -> AgentMemoryClusterSpec:

@@ -37,6 +37,10 @@ class InvalidRequest(NodeError):
         super().__init__(message, code=code, **extra)
 
 
+class OverLimit(NodeError):
+    """A quota or bound is reached; ``retry_after`` says when to try again."""
+
+
 class UnsupportedMediaType(NodeError):
     code = "unsupported_media_type"
 

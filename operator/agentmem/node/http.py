@@ -16,6 +16,7 @@ import functools
 import itertools
 import json
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable
 
@@ -26,6 +27,7 @@ from agentmem.directory import partition_for
 from agentmem.directory.names import Address, InvalidNameError, check_agent, check_tenant
 from agentmem.eventlog.events import Expect
 from agentmem.node import errors
+from agentmem.node.limits import Admission, Quotas
 from agentmem.node.node import Node, WriteResult
 from agentmem.node.openapi import openapi_document
 from agentmem.node.requests import Consistency, ReadRequest, WriteOp, WriteRequest
@@ -59,6 +61,9 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 NODE_KEY = web.AppKey("node", Node)
 #: The token verifier; None when authentication is off.
 AUTH_KEY: web.AppKey[Verifier | None] = web.AppKey("auth")
+ADMISSION_KEY = web.AppKey("admission", Admission)
+#: The verified grant of a request on an agent's memory.
+GRANT_KEY = web.RequestKey("grant", Grant)
 
 #: The HTTP status of each kind of domain error (the most specific kind wins).
 STATUS: dict[type[errors.NodeError], int] = {
@@ -67,6 +72,7 @@ STATUS: dict[type[errors.NodeError], int] = {
     errors.MethodNotAllowed: 405,
     errors.Contended: 409,
     errors.TooLarge: 413,
+    errors.OverLimit: 429,
     errors.UnsupportedMediaType: 415,
     errors.WrongShard: 307,
     errors.StaleNode: 421,
@@ -86,11 +92,13 @@ def status_of(exc: errors.NodeError) -> int:
 
 def error_response(exc: errors.NodeError) -> web.Response:
     headers: dict[str, str] = {}
+    extra = exc.extra
     if exc.retry_after is not None:
-        headers["Retry-After"] = str(int(exc.retry_after))
+        headers["Retry-After"] = str(math.ceil(exc.retry_after))
+        extra = {**extra, "retry_after": round(exc.retry_after, 3)}
     if isinstance(exc, errors.WrongShard):
         headers["Location"] = f"http://{exc.endpoint}"
-    return json_error(status_of(exc), exc.code, exc.message, headers or None, **exc.extra)
+    return json_error(status_of(exc), exc.code, exc.message, headers or None, **extra)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -266,7 +274,7 @@ async def _write_request(request: web.Request, op: WriteOp) -> WriteRequest:
     addr = Address.parse(info["tenant"], info["agent"], info["key"])
     epoch = _epoch(request)
     expect = _expect(request, addr)
-    rid, actor = _request_id(request), request["grant"].subject
+    rid, actor = _request_id(request), request[GRANT_KEY].subject
     ttl = _ttl(request) if op != "delete" else None
     body = None
     if op == "put":
@@ -547,24 +555,51 @@ async def agent_route(request: web.Request) -> web.StreamResponse:
             f"{request.method} is not allowed on {request.path}; use {allowed}",
             {"Allow": allowed},
         )
-    # Who asks is settled before anything else is read (the body included).
+    # Who asks, and whether the node takes it on, is settled before anything else
+    # is read (the body included).
     try:
         grant = authenticate(request)
         tenant, agent = _agent(request)
-        grant.check(data_scope(request.method), tenant, agent)
+        scope = data_scope(request.method)
+        grant.check(scope, tenant, agent)
+        admission = request.app[ADMISSION_KEY]
+        if scope == "write":
+            admission.write(tenant)
+        kind = _held_kind(request, rest)
+        if kind is None:
+            request[GRANT_KEY] = grant
+            return await handler(request)
+        with admission.hold(kind, tenant, grant.subject):
+            request[GRANT_KEY] = grant
+            return await handler(request)
     except AuthError as exc:
         return refusal(exc)
     except InvalidNameError as exc:
         return json_error(400, "invalid_name", str(exc))
-    request["grant"] = grant
-    return await handler(request)
+    except errors.OverLimit as exc:
+        return error_response(exc)
 
 
-def create_app(node: Node, verifier: Verifier | None = None) -> web.Application:
+def _held_kind(request: web.Request, rest: str) -> str | None:
+    """What a request holds on the node while it runs, if it is bounded per client."""
+    if rest == "watch":
+        return "watchers"
+    if rest == "history":
+        return "history"
+    query = request.query
+    if query.get("consistency") == "strong" or "min_version" in query:
+        return "waiting"
+    return None
+
+
+def create_app(
+    node: Node, verifier: Verifier | None = None, quotas: Quotas | None = None
+) -> web.Application:
     """The node's application; ``verifier`` None turns authentication off."""
     app = web.Application(client_max_size=node.settings.max_value_bytes + 64 * 1024)
     app[NODE_KEY] = node
     app[AUTH_KEY] = verifier
+    app[ADMISSION_KEY] = Admission(quotas or Quotas())
     if verifier is not None:
         follow_while_serving(app, verifier)
     app.router.add_route("*", "/v1/tenants/{tenant}/agents/{agent}/{rest:.*}", agent_route)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from agentmem.eventlog.ports import LogAdmin, LogReader, LogWriter
 from agentmem.node.http import create_app
+from agentmem.node.limits import Quotas
 from agentmem.node.node import Node
 from agentmem.node.settings import NodeSettings
 from agentmem.node.state.ports import StateStore
@@ -88,6 +89,7 @@ async def serve(settings: NodeSettings) -> None:
     # over more often than the 5 ms default, so no request waits that long for it.
     sys.setswitchinterval(0.0005)
     verifier = load_verifier(settings.auth_file, "agentmem node")
+    quotas = Quotas.from_json(settings.quotas)
     node = build(settings)
     await node.start()
     # Start-up objects live as long as the process: keep them out of the
@@ -108,7 +110,9 @@ async def serve(settings: NodeSettings) -> None:
         node.watchers.close()
 
     try:
-        await serve_until_stopped(create_app(node, verifier), settings.listen, stopping, started)
+        await serve_until_stopped(
+            create_app(node, verifier, quotas), settings.listen, stopping, started
+        )
     finally:
         await node.stop()
 

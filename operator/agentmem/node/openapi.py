@@ -43,6 +43,10 @@ _ERRORS = {
     ),
     "401": _error("No bearer token, or one this cluster does not accept (WWW-Authenticate)."),
     "403": _error("The token does not cover this tenant, agent or scope."),
+    "429": _error(
+        "A quota of the tenant or a bound of the client is reached; nothing was applied "
+        "(Retry-After)."
+    ),
     "421": _error("This node's directory is older than the caller's; retry."),
     "503": _error(
         "The event log or the state is unavailable, or the agent's partition is being loaded "

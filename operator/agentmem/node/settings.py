@@ -34,6 +34,8 @@ class NodeSettings:
     directory_file: str | None = None
     #: The trusted issuers (JSON, see agentmem.runtime.auth); None: no authentication.
     auth_file: str | None = None
+    #: Quotas per tenant and bounds per client (JSON, see agentmem.node.limits).
+    quotas: str = ""
     max_value_bytes: int = 1024 * 1024
     consistency: Consistency = "session"
     #: How long a client-supplied request id is remembered, by log time.

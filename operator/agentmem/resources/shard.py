@@ -235,6 +235,7 @@ def node_container(cluster: AgentMemoryCluster, shard: int) -> dict[str, Any]:
             {"name": "AGENTMEM_REDIS_URL", "value": f"redis://127.0.0.1:{naming.REDIS_PORT}/0"},
             {"name": "AGENTMEM_CLUSTER_UID", "value": cluster.metadata.uid},
             {"name": "AGENTMEM_DEDUP_WINDOW_SECONDS", "value": str(spec.dedup.window_seconds)},
+            {"name": "AGENTMEM_QUOTAS", "value": spec.quotas.to_node()},
             {
                 "name": "AGENTMEM_MAX_REQUEST_IDS",
                 "value": str(spec.dedup.max_request_ids_per_partition),
