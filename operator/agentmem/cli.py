@@ -99,6 +99,9 @@ def node(args: argparse.Namespace) -> int:
             directory_file=args.directory_file,
             auth_file=args.auth_file,
             quotas=args.quotas,
+            audit_key_file=args.audit_key_file,
+            audit_signer=args.audit_signer,
+            audit_interval=args.audit_interval,
             max_value_bytes=args.max_value_bytes,
             consistency=args.consistency,
             dedup_window_seconds=args.dedup_window_seconds,
@@ -162,6 +165,35 @@ def token(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     out.write(cluster.mint(args.subject, tenant=args.tenant, scopes=scopes, agents=agents,
                            ttl=args.ttl) + "\n")  # fmt: skip
     return 0
+
+
+def audit_verify(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    """Check the log against the signed audit chain."""
+    from agentmem.node.auditcli import VerifyRequest, verify_log
+    from agentmem.node.settings import NodeSettings
+
+    if args.data:
+        from agentmem.local import LocalCluster
+
+        local = LocalCluster(data=Path(args.data).resolve())
+        settings, keys = local.audit_settings(), [local.audit_key().public_pem()]
+    else:
+        if args.partitions is None or not args.store or not args.public_key:
+            print("agentmem audit verify: give --data, or --partitions, --store and "
+                  "--public-key (with --log and --topic)", file=sys.stderr)  # fmt: skip
+            return 2
+        settings = NodeSettings(
+            partitions=args.partitions, log=args.log, topic=args.topic, store=args.store,
+            store_schema=args.store_schema, cluster=args.cluster, namespace=args.namespace,
+            cluster_uid=args.cluster_uid,
+        )  # fmt: skip
+        keys = [Path(k).read_bytes() for k in args.public_key]
+    request = VerifyRequest(settings, keys, args.partition or [], args.start, args.end)
+    try:
+        return verify_log(request, out)
+    except (ValueError, OSError, RuntimeError) as exc:
+        print(f"agentmem audit verify: {exc}", file=sys.stderr)
+        return 2
 
 
 def mcp(args: argparse.Namespace) -> int:
@@ -273,6 +305,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="the directory JSON to follow; without it this node serves every partition",
     )
     p.add_argument(
+        "--audit-key-file",
+        default=env("AGENTMEM_AUDIT_KEY_FILE"),
+        help="the audit signing key (Ed25519 PEM): chain and sign this node's partitions",
+    )
+    p.add_argument(
+        "--audit-signer",
+        choices=["auto", "true", "false"],
+        default=env("AGENTMEM_AUDIT_SIGNER", "auto"),
+        help="sign the audit chain: auto (replica 0 of the shard), true or false",
+    )
+    p.add_argument(
+        "--audit-interval",
+        type=float,
+        default=float(env("AGENTMEM_AUDIT_INTERVAL_SECONDS", "5")),
+        help="seconds between signed checkpoints of a partition",
+    )
+    p.add_argument(
         "--quotas",
         default=env("AGENTMEM_QUOTAS", ""),
         help='per-tenant quotas and per-client bounds, JSON: {"default": {"writesPerSecond": '
@@ -376,6 +425,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept requests without a token (local experiments only: every tenant is open)",
     )
     p.set_defaults(func=up)
+
+    p = sub.add_parser("audit", help="the signed audit chain of the event log")
+    verbs = p.add_subparsers(dest="verb", required=True)
+    p = verbs.add_parser(
+        "verify",
+        help="check the log (or a copy of it) against the signed checkpoints; exit 1 and "
+        "name the first altered, removed or reordered event",
+    )
+    p.add_argument("--data", help="the data directory of an agentmem up cluster")
+    p.add_argument("--log", default=env("AGENTMEM_LOG", "kafka"), help="kafka or sqlite:PATH")
+    p.add_argument("--topic", default=env("AGENTMEM_TOPIC", ""), help="the topic (or a copy)")
+    p.add_argument("--partitions", type=int, default=_env_int("AGENTMEM_PARTITIONS"))
+    p.add_argument("--store", default=env("AGENTMEM_STORE_URL", ""), help="the durable store")
+    p.add_argument("--store-schema", default=env("AGENTMEM_STORE_SCHEMA", ""))
+    p.add_argument("--cluster", default=env("AGENTMEM_CLUSTER", "agentmem"))
+    p.add_argument("--namespace", default=env("AGENTMEM_NAMESPACE", "default"))
+    p.add_argument("--cluster-uid", default=env("AGENTMEM_CLUSTER_UID", ""))
+    p.add_argument("--public-key", action="append", help="audit public key (PEM); repeatable")
+    p.add_argument("--partition", type=int, action="append", help="only this one; repeatable")
+    p.add_argument("--from", dest="start", type=int, help="first offset to check")
+    p.add_argument("--to", dest="end", type=int, help="last offset to check")
+    p.set_defaults(func=audit_verify)
 
     p = sub.add_parser("token", help="mint a token for a cluster started with agentmem up")
     p.add_argument("--data", default="agentmem-data", help="the cluster's data directory")

@@ -73,7 +73,8 @@ def test_projected_service_account_tokens_of_the_real_api_server(
         {"name": "planner", "tenant": "acme", "agents": ["plan-*"], "scopes": ["read", "write"]},
         {"name": "globex-bot", "tenant": "globex", "scopes": ["read", "write"]},
     ]
-    kubectl.apply(cluster(auth={"serviceAccounts": grants}), ns)
+    store = {"urlSecret": {"name": "pg", "key": "url"}}
+    kubectl.apply(cluster(auth={"serviceAccounts": grants}, store=store), ns)
 
     def published() -> dict[str, Any] | None:
         cm = kubectl.get("configmap", naming.auth_name("demo"), ns)

@@ -26,10 +26,12 @@ from agentmem.resources.auth import (
     OPERATOR_ISSUER,
     OPERATOR_SUBJECT,
     SIGNING_KEY,
+    audit_secret,
     auth_configmap,
     auth_document,
     signing_secret,
 )
+from agentmem.runtime.audit import AuditKey
 from agentmem.runtime.auth import SigningKey
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,17 @@ class ClusterAuth:
         configmap = auth_configmap(cluster, document)
         configmap["metadata"]["ownerReferences"] = [owner_reference(body)]
         self.kube.apply(configmap)
+
+    def ensure_audit_key(self, body: dict[str, Any], cluster: AgentMemoryCluster) -> None:
+        """The audit chain's signing key (made once; the nodes mount it)."""
+        name = naming.audit_name(cluster.name)
+        if self.kube.get("v1", "Secret", cluster.namespace, name) is not None:
+            return
+        key = AuditKey.generate()
+        secret = audit_secret(cluster, key.pem(), key.public_pem())
+        secret["metadata"]["ownerReferences"] = [owner_reference(body)]
+        if self.kube.create(secret) is not None:
+            log.info("made the audit signing key of %s/%s", cluster.namespace, cluster.name)
 
     def signing_key(self, body: dict[str, Any], cluster: AgentMemoryCluster) -> SigningKey:
         name = naming.auth_name(cluster.name)

@@ -147,6 +147,8 @@ class Reconciler:
         existing = self._existing_shards(directory, rebalance)
         if cluster.spec.auth.enabled:
             self.auth.publish(body, cluster)  # before the pods that mount it
+        if cluster.spec.store is not None:
+            self.auth.ensure_audit_key(body, cluster)
         self._apply_children(body, cluster, directory, existing, seen)
         self._check_topic(cluster, seen)
         if rebalance is not None:

@@ -33,6 +33,8 @@ from typing import IO, Any
 
 from agentmem.directory import Directory, ShardEntry, ShardSlot, assign
 from agentmem.model.naming import audience as audience_of
+from agentmem.node.settings import NodeSettings
+from agentmem.runtime.audit import AuditKey
 from agentmem.runtime.auth import SCOPES, SigningKey, issuer_entry
 
 CLUSTER = "local"
@@ -57,6 +59,8 @@ class LocalCluster:
     topic: str = TOPIC
     #: Off only for local experiments: then anyone who reaches the ports has every tenant.
     auth: bool = True
+    #: Seconds between signed checkpoints of the audit chain.
+    audit_interval: float = 5.0
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -85,6 +89,30 @@ class LocalCluster:
         with os.fdopen(fd, "wb") as f:
             f.write(key.pem())
         return key
+
+    def audit_key(self) -> AuditKey:
+        """The key that signs the audit chain (made at the first start)."""
+        path = self.data / "auth" / "audit.pem"
+        if path.exists():
+            return AuditKey.from_pem(path.read_bytes())
+        key = AuditKey.generate()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key.pem())
+        return key
+
+    def audit_settings(self) -> NodeSettings:
+        """Where ``agentmem audit verify --data`` finds the log and the checkpoints
+        (for a Kafka log, its bootstrap servers go to the environment, unless set)."""
+        settings = json.loads((self.data / "cluster.json").read_text(encoding="utf-8"))
+        log = f"sqlite:{self.data / 'log.db'}" if settings["log"] == "sqlite" else "kafka"
+        if settings.get("kafka"):
+            os.environ.setdefault("AGENTMEM_KAFKA_BOOTSTRAP_SERVERS", settings["kafka"])
+        return NodeSettings(
+            partitions=settings["partitions"], log=log, topic=settings.get("topic", TOPIC),
+            store=f"sqlite:{self.data / 'store.db'}", cluster=CLUSTER, namespace=NAMESPACE,
+        )  # fmt: skip
 
     def mint(
         self,
@@ -122,7 +150,8 @@ class LocalCluster:
         (self.data / "logs").mkdir(exist_ok=True)
         settings_file = self.data / "cluster.json"
         settings = {"partitions": self.partitions, "shards": self.shards,
-                    "log": "kafka" if self.kafka else "sqlite"}  # fmt: skip
+                    "log": "kafka" if self.kafka else "sqlite", "topic": self.topic,
+                    "kafka": self.kafka}  # fmt: skip
         if settings_file.exists():
             before = json.loads(settings_file.read_text(encoding="utf-8"))
             if before.get("partitions") != self.partitions or before.get("log") != settings["log"]:
@@ -162,6 +191,7 @@ class LocalCluster:
         tmp.replace(path)
         if self.auth:
             self.prepare_auth()
+        self.audit_key()
         return directory
 
     def ensure_topic(self) -> None:
@@ -199,6 +229,8 @@ class LocalCluster:
             "--listen", f"{self.host}:{self.node_port(shard)}",
             "--shard", str(shard), "--cluster", CLUSTER, "--namespace", NAMESPACE,
             "--directory-file", str(self.data / "directory.json"), *self._auth_args(),
+            "--audit-key-file", str(self.data / "auth" / "audit.pem"), "--audit-signer", "true",
+            "--audit-interval", str(self.audit_interval),
         ]  # fmt: skip
 
     def _auth_args(self) -> list[str]:

@@ -100,6 +100,11 @@ def auth_name(cluster: str) -> str:
     return f"{cluster}-auth"
 
 
+def audit_name(cluster: str) -> str:
+    """The Secret of the audit chain's signing key."""
+    return f"{cluster}-audit"
+
+
 def node_account_name(cluster: str) -> str:
     """ServiceAccount, Role and RoleBinding of the memory nodes and routers."""
     return f"{cluster}-node"

@@ -31,6 +31,7 @@ from agentmem.eventlog.ports import LogAdmin, LogReader, LogRecord, LogUnavailab
 from agentmem.node import errors
 from agentmem.node.applier import Applier, Sampler, poster
 from agentmem.node.apply import Outcome, decode, merge_patch
+from agentmem.node.audit import AuditSigner
 from agentmem.node.cache import RecordCache
 from agentmem.node.history import History
 from agentmem.node.metrics import NodeMetrics
@@ -46,6 +47,7 @@ from agentmem.node.state.ports import (
 from agentmem.node.tokens import Version
 from agentmem.node.watch import WatchHub
 from agentmem.node.writebehind import StoreHandle, StoreWriter
+from agentmem.runtime.audit import AuditKey
 from agentmem.runtime.directory import DirectoryFollower
 from agentmem.store.ports import DurableStore, Record
 
@@ -133,6 +135,7 @@ class Node:
         self._applier: Applier | None = None
         self._sampler: Sampler | None = None
         self._store_writer: StoreWriter | None = None
+        self._audit_signer: AuditSigner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._last_tick: dict[int, float] = {}
         #: partition -> when its hand-off ends (time.monotonic())
@@ -162,6 +165,15 @@ class Node:
                 self.settings.truncate_interval,
             )  # fmt: skip
             self._store_writer.start()
+            if self.settings.signs_audit:
+                assert self.settings.audit_key_file is not None
+                with open(self.settings.audit_key_file, "rb") as f:
+                    key = AuditKey.from_pem(f.read())
+                self._audit_signer = AuditSigner(
+                    self.store, key, self._make_reader, self.admin, lambda: self.view.owned,
+                    self.settings.audit_interval,
+                )  # fmt: skip
+                self._audit_signer.start()
         consumed = self.view.consumed
         reader = await asyncio.to_thread(self._make_reader)
         self._applier = Applier(
@@ -182,7 +194,7 @@ class Node:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for thread in (self._sampler, self._applier, self._store_writer):
+        for thread in (self._sampler, self._applier, self._store_writer, self._audit_signer):
             if thread is not None:
                 thread.stop()
                 await asyncio.to_thread(thread.join, 10)
@@ -712,5 +724,12 @@ class Node:
             "truncate_error": (
                 self._store_writer.truncate_error if self._store_writer is not None else None
             ),
+            "audit": self._audit_status(),
             "partitions": out,
         }
+
+    def _audit_status(self) -> dict[str, Any]:
+        signer = self._audit_signer
+        if signer is None:
+            return {"signer": False}
+        return {"signer": True, "signed": signer.signed, "error": signer.error}

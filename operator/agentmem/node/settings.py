@@ -34,6 +34,12 @@ class NodeSettings:
     directory_file: str | None = None
     #: The trusted issuers (JSON, see agentmem.runtime.auth); None: no authentication.
     auth_file: str | None = None
+    #: The cluster's audit signing key (PEM); the signer is replica 0 of each shard
+    #: (``audit_signer`` auto), or as set.
+    audit_key_file: str | None = None
+    audit_signer: Literal["auto", "true", "false"] = "auto"
+    #: How often the signer signs each partition's new events.
+    audit_interval: float = 5.0
     #: Quotas per tenant and bounds per client (JSON, see agentmem.node.limits).
     quotas: str = ""
     max_value_bytes: int = 1024 * 1024
@@ -58,6 +64,15 @@ class NodeSettings:
     def uid(self) -> str:
         """The cluster UID, or ``namespace/cluster`` for a node run on its own."""
         return self.cluster_uid or f"{self.namespace}/{self.cluster}"
+
+    @property
+    def signs_audit(self) -> bool:
+        """Whether this node signs its partitions' audit chain (it needs the store)."""
+        if not self.audit_key_file or not self.store:
+            return False
+        if self.audit_signer == "auto":
+            return self.node_name.rsplit("-", 1)[-1] == "0"  # replica 0 of the shard
+        return self.audit_signer == "true"
 
     @property
     def window_ms(self) -> int:

@@ -26,6 +26,8 @@ OPERATOR_ISSUER = "agentmem.io/operator"
 #: The subject of the operator's tokens (the actor it would be, were it to write).
 OPERATOR_SUBJECT = "agentmem-operator"
 SIGNING_KEY = "signing.pem"
+AUDIT_KEY = "audit.pem"
+AUDIT_PUBLIC_KEY = "audit.pub"
 
 
 def auth_document(
@@ -68,4 +70,17 @@ def signing_secret(cluster: AgentMemoryCluster, pem: bytes) -> dict[str, Any]:
         "type": "Opaque",
         "metadata": metadata(cluster, naming.auth_name(cluster.name), naming.COMPONENT_NODE),
         "stringData": {SIGNING_KEY: pem.decode()},
+    }
+
+
+def audit_secret(
+    cluster: AgentMemoryCluster, private_pem: bytes, public_pem: bytes
+) -> dict[str, Any]:
+    """The key that signs the audit chain (mounted by the nodes; created once)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": metadata(cluster, naming.audit_name(cluster.name), naming.COMPONENT_NODE),
+        "stringData": {AUDIT_KEY: private_pem.decode(), AUDIT_PUBLIC_KEY: public_pem.decode()},
     }

@@ -21,6 +21,7 @@ DIRECTORY_MOUNT = "/etc/agentmem/directory"
 
 
 AUTH_MOUNT = "/etc/agentmem/auth"
+AUDIT_MOUNT = "/etc/agentmem/audit"
 
 
 def config_volumes(cluster: AgentMemoryCluster) -> list[dict[str, Any]]:
@@ -136,6 +137,23 @@ def store_tls_volume(cluster: AgentMemoryCluster) -> dict[str, Any] | None:
     }
 
 
+def audit_volume(cluster: AgentMemoryCluster) -> dict[str, Any] | None:
+    """The audit chain's signing key, with a durable store (its checkpoints live there).
+
+    Every replica mounts it; replica 0 of each shard signs (AGENTMEM_AUDIT_SIGNER auto).
+    """
+    if cluster.spec.store is None:
+        return None
+    return {
+        "name": "audit",
+        "secret": {
+            "secretName": naming.audit_name(cluster.name),
+            "items": [{"key": "audit.pem", "path": "audit.pem"}],
+            "defaultMode": 0o440,
+        },
+    }
+
+
 def common_env(cluster: AgentMemoryCluster) -> list[dict[str, Any]]:
     """What every agentmem container needs to find its cluster."""
     env: list[dict[str, Any]] = [
@@ -221,6 +239,10 @@ def node_container(cluster: AgentMemoryCluster, shard: int) -> dict[str, Any]:
         mounts.append({"name": "kafka-tls", "mountPath": TLS_MOUNT, "readOnly": True})
     if store_tls_volume(cluster) is not None:
         mounts.append({"name": "store-tls", "mountPath": STORE_TLS_MOUNT, "readOnly": True})
+    audit_env: list[dict[str, Any]] = []
+    if audit_volume(cluster) is not None:
+        mounts.append({"name": "audit", "mountPath": AUDIT_MOUNT, "readOnly": True})
+        audit_env = [{"name": "AGENTMEM_AUDIT_KEY_FILE", "value": f"{AUDIT_MOUNT}/audit.pem"}]
     kafka_config = spec.event_log.kafka.config
     return {
         "name": "memory-node",
@@ -236,6 +258,7 @@ def node_container(cluster: AgentMemoryCluster, shard: int) -> dict[str, Any]:
             {"name": "AGENTMEM_CLUSTER_UID", "value": cluster.metadata.uid},
             {"name": "AGENTMEM_DEDUP_WINDOW_SECONDS", "value": str(spec.dedup.window_seconds)},
             {"name": "AGENTMEM_QUOTAS", "value": spec.quotas.to_node()},
+            *audit_env,
             {
                 "name": "AGENTMEM_MAX_REQUEST_IDS",
                 "value": str(spec.dedup.max_request_ids_per_partition),
@@ -319,7 +342,7 @@ def shard_statefulset(cluster: AgentMemoryCluster, shard: int) -> dict[str, Any]
         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
         *config_volumes(cluster),
     ]
-    for extra in (tls_volume(cluster), store_tls_volume(cluster)):
+    for extra in (tls_volume(cluster), store_tls_volume(cluster), audit_volume(cluster)):
         if extra is not None:
             volumes.append(extra)
     claims: list[dict[str, Any]] = []

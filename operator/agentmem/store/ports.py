@@ -91,6 +91,26 @@ class WriteResult:
     stored: Stored
 
 
+@dataclass(frozen=True)
+class AuditCheckpoint:
+    """A signed link of a partition's hash chain: the events ``first..last``.
+
+    ``digests`` holds the digest of each event in log order (hex, 32 characters
+    each); ``prev_head`` is the chain's head before ``first``, ``head`` after
+    ``last``. The signature (by ``kid``) covers all of it.
+    """
+
+    partition: int
+    first: int
+    last: int
+    prev_head: str
+    head: str
+    digests: str
+    kid: str
+    signature: str
+    signed_at: int  # unix ms
+
+
 class StoreUnavailableError(RuntimeError):
     """The durable store cannot be reached or failed; retry later."""
 
@@ -120,5 +140,19 @@ class DurableStore(Protocol):
     def snapshot(self, partition: int) -> Snapshot:
         """Every fact of a partition and its offset, read in one transaction."""
         ...
+
+    def open_audit(self, cluster_uid: str) -> None:
+        """Open to read a cluster's checkpoints only (whatever topic its facts follow)."""
+        ...
+
+    def save_checkpoint(self, checkpoint: AuditCheckpoint) -> None:
+        """Keep a signed checkpoint (one that exists already is kept as it is)."""
+        ...
+
+    def checkpoints(self, partition: int, start: int, end: int) -> list[AuditCheckpoint]:
+        """The checkpoints of a partition that cover any of ``start..end``, in order."""
+        ...
+
+    def last_checkpoint(self, partition: int) -> AuditCheckpoint | None: ...
 
     def close(self) -> None: ...

@@ -12,7 +12,9 @@ Tables (in the cluster's schema; SQLite has one file per cluster instead):
 - ``log_offsets(cluster_uid, topic_id, partition, log_offset, log_time)``: the
   highest offset each partition's facts reflect, and its log time;
 - ``records(partition, path, value, version, expires_at, updated)``: live keys;
-- ``request_ids(partition, rid_key, outcome, log_time)``: the dedup window.
+- ``request_ids(partition, rid_key, outcome, log_time)``: the dedup window;
+- ``audit_checkpoints(cluster_uid, partition, first_offset, last_offset, ...)``:
+  the signed links of each partition's hash chain (see agentmem.runtime.audit).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Final, Protocol
 
 from agentmem.store.ports import (
+    AuditCheckpoint,
     Changes,
     Compute,
     Record,
@@ -59,6 +62,22 @@ MIGRATIONS: Final[tuple[tuple[int, str, tuple[str, ...]], ...]] = (
             "CREATE INDEX IF NOT EXISTS request_ids_time ON {t}request_ids (partition, log_time)",
         ),
     ),
+    (
+        2,
+        "signed checkpoints of the audit chain",
+        (
+            "CREATE TABLE IF NOT EXISTS {t}audit_checkpoints ("
+            " cluster_uid TEXT NOT NULL, partition INT NOT NULL,"
+            " first_offset BIGINT NOT NULL, last_offset BIGINT NOT NULL,"
+            " prev_head TEXT NOT NULL, head TEXT NOT NULL, digests TEXT NOT NULL,"
+            " kid TEXT NOT NULL, signature TEXT NOT NULL, signed_at BIGINT NOT NULL,"
+            " PRIMARY KEY (cluster_uid, partition, last_offset))",
+        ),
+    ),
+)
+
+_CHECKPOINT_COLUMNS = (
+    "partition, first_offset, last_offset, prev_head, head, digests, kid, signature, signed_at"
 )
 
 #: Attempts of a write whose transaction failed to serialize.
@@ -137,6 +156,11 @@ class SqlStore:
                 "spec.store at a new schema, or drop the old one if its data is no longer wanted"
             )
 
+    def open_audit(self, cluster_uid: str) -> None:
+        self.cluster_uid = cluster_uid
+        self._create_schema()
+        self._migrate()
+
     def _migrate(self) -> None:
         with self._session(write=True) as s:
             self._run(
@@ -179,6 +203,42 @@ class SqlStore:
         for p, offset, log_time in rows:
             out[int(p)] = Stored(int(offset), int(log_time))
         return out
+
+    # The audit chain's checkpoints ---------------------------------------------
+
+    def save_checkpoint(self, checkpoint: AuditCheckpoint) -> None:
+        c = checkpoint
+        with self._session(write=True) as s:
+            self._run(
+                s,
+                "INSERT INTO {t}audit_checkpoints (cluster_uid, " + _CHECKPOINT_COLUMNS + ")"
+                " VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p})"
+                " ON CONFLICT (cluster_uid, partition, last_offset) DO NOTHING",
+                (self.cluster_uid, c.partition, c.first, c.last, c.prev_head, c.head, c.digests,
+                 c.kid, c.signature, c.signed_at),
+            )  # fmt: skip
+
+    def checkpoints(self, partition: int, start: int, end: int) -> list[AuditCheckpoint]:
+        with self._session(write=False) as s:
+            rows = self._run(
+                s,
+                "SELECT " + _CHECKPOINT_COLUMNS + " FROM {t}audit_checkpoints"
+                " WHERE cluster_uid = {p} AND partition = {p} AND last_offset >= {p}"
+                " AND first_offset <= {p} ORDER BY last_offset",
+                (self.cluster_uid, partition, start, end),
+            ).fetchall()
+        return [_checkpoint(row) for row in rows]
+
+    def last_checkpoint(self, partition: int) -> AuditCheckpoint | None:
+        with self._session(write=False) as s:
+            row = self._run(
+                s,
+                "SELECT " + _CHECKPOINT_COLUMNS + " FROM {t}audit_checkpoints"
+                " WHERE cluster_uid = {p} AND partition = {p}"
+                " ORDER BY last_offset DESC LIMIT 1",
+                (self.cluster_uid, partition),
+            ).fetchone()
+        return None if row is None else _checkpoint(row)
 
     def snapshot(self, partition: int) -> Snapshot:
         with self._session(write=False) as s:
@@ -334,3 +394,11 @@ class _View:
                 sorted(set(keys)),
             )
         }
+
+
+def _checkpoint(row: Sequence[Any]) -> AuditCheckpoint:
+    p, first, last, prev_head, head, digests, kid, signature, signed_at = row
+    return AuditCheckpoint(
+        int(p), int(first), int(last), str(prev_head), str(head), str(digests), str(kid),
+        str(signature), int(signed_at),
+    )  # fmt: skip
