@@ -100,6 +100,9 @@ def node(args: argparse.Namespace) -> int:
             auth_file=args.auth_file,
             quotas=args.quotas,
             audit_key_file=args.audit_key_file,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tls_ca=args.tls_ca,
             audit_signer=args.audit_signer,
             audit_interval=args.audit_interval,
             max_value_bytes=args.max_value_bytes,
@@ -128,7 +131,12 @@ def router(args: argparse.Namespace) -> int:
         return 2
     return run(
         RouterConfig(
-            directory_file=args.directory_file, listen=args.listen, auth_file=args.auth_file
+            directory_file=args.directory_file,
+            listen=args.listen,
+            auth_file=args.auth_file,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tls_ca=args.tls_ca,
         )
     )
 
@@ -147,6 +155,7 @@ def up(args: argparse.Namespace) -> int:
             kafka=args.kafka,
             redis=args.redis,
             auth=not args.no_auth,
+            tls=args.tls,
         )
     )
 
@@ -305,6 +314,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="the directory JSON to follow; without it this node serves every partition",
     )
     p.add_argument(
+        "--tls-cert",
+        default=env("AGENTMEM_TLS_CERT"),
+        help="serve HTTPS with this certificate (PEM); reread when it changes",
+    )
+    p.add_argument("--tls-key", default=env("AGENTMEM_TLS_KEY"), help="its private key (PEM)")
+    p.add_argument(
+        "--tls-ca",
+        default=env("AGENTMEM_TLS_CA"),
+        help="the cluster CA: data requests need a client certificate it signed",
+    )
+    p.add_argument(
         "--audit-key-file",
         default=env("AGENTMEM_AUDIT_KEY_FILE"),
         help="the audit signing key (Ed25519 PEM): chain and sign this node's partitions",
@@ -424,6 +444,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept requests without a token (local experiments only: every tenant is open)",
     )
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="HTTPS everywhere with a CA made in the data directory (mutual TLS to the nodes)",
+    )
     p.set_defaults(func=up)
 
     p = sub.add_parser("audit", help="the signed audit chain of the event log")
@@ -486,6 +511,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=env("AGENTMEM_AUTH_FILE"),
         help="the trusted token issuers (JSON, see docs/security.md); without it, no "
         "authentication",
+    )
+    p.add_argument(
+        "--tls-cert",
+        default=env("AGENTMEM_TLS_CERT"),
+        help="serve HTTPS with this certificate (PEM); reread when it changes",
+    )
+    p.add_argument("--tls-key", default=env("AGENTMEM_TLS_KEY"), help="its private key (PEM)")
+    p.add_argument(
+        "--tls-ca",
+        default=env("AGENTMEM_TLS_CA"),
+        help="the cluster CA: nodes are checked against it, see the router's cert",
     )
     p.set_defaults(func=router)
     return parser

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import random
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -42,6 +43,7 @@ from agentmem.client.errors import (
 from agentmem.client.types import Change, Item, Written
 from agentmem.directory import Directory, DirectoryError, ShardEntry, partition_for
 from agentmem.directory.names import InvalidNameError, check_agent, check_key, check_tenant
+from agentmem.runtime.tls import client_context
 
 log = logging.getLogger("agentmem.client")
 
@@ -80,6 +82,11 @@ class AsyncMemory:
     service-account token is rotated by the kubelet). They default to the
     ``AGENTMEM_TOKEN`` and ``AGENTMEM_TOKEN_FILE`` variables. The subject of the
     token is what the cluster records as the actor of each write.
+    ``tls_ca``: the CA to trust for an ``https://`` URL (default:
+    ``AGENTMEM_TLS_CA``, else the system's);
+    ``tls_cert``/``tls_key``: a client certificate of the cluster's CA, which
+    the nodes require under mutual TLS: without one, requests go through the
+    router (``url``) whatever ``routing`` says.
     """
 
     def __init__(
@@ -93,10 +100,22 @@ class AsyncMemory:
         timeout: float = 15.0,
         token: str | None = None,
         token_file: str | os.PathLike[str] | None = None,
+        tls_ca: str | os.PathLike[str] | None = None,
+        tls_cert: str | os.PathLike[str] | None = None,
+        tls_key: str | os.PathLike[str] | None = None,
         max_connections: int = 256,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        self._scheme = "https" if self.url.startswith("https://") else "http"
+        self._ssl: ssl.SSLContext | bool = True
+        if self._scheme == "https":
+            tls_ca = tls_ca or os.environ.get("AGENTMEM_TLS_CA") or None
+            self._ssl = client_context(
+                _path(tls_ca), _path(tls_cert), _path(tls_key) if tls_cert else None
+            )
+            if tls_cert is None:
+                routing = "router"  # the nodes want a client certificate we do not have
         self.tenant = _checked(check_tenant, tenant)
         self.routing = routing
         self.zone = zone
@@ -136,7 +155,10 @@ class AsyncMemory:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
-                    limit=self._max_connections, keepalive_timeout=30, use_dns_cache=False
+                    limit=self._max_connections,
+                    keepalive_timeout=30,
+                    use_dns_cache=False,
+                    ssl=self._ssl,
                 ),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
             )
@@ -490,7 +512,7 @@ class AsyncMemory:
                     break
         if self.routing == "auto" and self._unreachable.get(endpoint, 0.0) > time.monotonic():
             return self.url
-        return f"http://{endpoint}"
+        return f"{self._scheme}://{endpoint}"
 
     def _target(self, agent: str) -> tuple[str, int | None]:
         directory = self._directory
@@ -565,7 +587,7 @@ class AsyncMemory:
         for attempt in range(1000):
             base, epoch = self._target(agent)
             if named is not None and (epoch is None or named[1] > epoch):
-                base, epoch = f"http://{named[0]}", named[1]
+                base, epoch = f"{self._scheme}://{named[0]}", named[1]
                 if self.routing == "router":
                     base, epoch = self.url, None
             try:
@@ -574,7 +596,7 @@ class AsyncMemory:
             except aiohttp.ClientConnectorError as exc:
                 problem = UnavailableError("unreachable", f"cannot connect to {base}: {exc}")
                 if base != self.url and self.routing == "auto":
-                    self._unreachable[base.removeprefix("http://")] = (
+                    self._unreachable[base.split("://", 1)[-1]] = (
                         time.monotonic() + UNREACHABLE_SECONDS
                     )
                     named = None
@@ -713,6 +735,10 @@ class AsyncMemory:
                     if event is not None:
                         yield event, data
         raise UnavailableError("stream_ended", "the stream ended; resuming")
+
+
+def _path(value: str | os.PathLike[str] | None) -> str | None:
+    return None if value is None else os.fspath(value)
 
 
 class BearerToken:

@@ -37,6 +37,9 @@ class Memory:
         timeout: float = 15.0,
         token: str | None = None,
         token_file: str | os.PathLike[str] | None = None,
+        tls_ca: str | os.PathLike[str] | None = None,
+        tls_cert: str | os.PathLike[str] | None = None,
+        tls_key: str | os.PathLike[str] | None = None,
         max_connections: int = 256,
         headers: Mapping[str, str] | None = None,
     ) -> None:
@@ -47,7 +50,8 @@ class Memory:
         self._thread.start()
         self._async = AsyncMemory(
             url, tenant=tenant, routing=routing, zone=zone, consistency=consistency,
-            timeout=timeout, token=token, token_file=token_file, max_connections=max_connections,
+            timeout=timeout, token=token, token_file=token_file, tls_ca=tls_ca, tls_cert=tls_cert,
+            tls_key=tls_key, max_connections=max_connections,
             headers=headers,
         )  # fmt: skip
         self._closed = False

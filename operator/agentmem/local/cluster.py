@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -36,6 +37,7 @@ from agentmem.model.naming import audience as audience_of
 from agentmem.node.settings import NodeSettings
 from agentmem.runtime.audit import AuditKey
 from agentmem.runtime.auth import SCOPES, SigningKey, issuer_entry
+from agentmem.runtime.tls import Authority, client_context
 
 CLUSTER = "local"
 NAMESPACE = "agentmem"
@@ -61,11 +63,53 @@ class LocalCluster:
     auth: bool = True
     #: Seconds between signed checkpoints of the audit chain.
     audit_interval: float = 5.0
+    #: HTTPS everywhere, with a CA of the data directory; the nodes want the
+    #: router's client certificate (mutual TLS).
+    tls: bool = False
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    @property
     def router_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data / "tls"
+
+    def prepare_tls(self) -> None:
+        """The CA (made once) and a certificate for this machine's processes."""
+        ca_file, key_file = self.tls_dir / "ca.crt", self.tls_dir / "ca.key"
+        if ca_file.exists():
+            ca = Authority(ca_file.read_bytes(), key_file.read_bytes())
+        else:
+            self.tls_dir.mkdir(parents=True, exist_ok=True)
+            ca = Authority.create(f"agentmem up CA ({self.data.name})")
+            _write_private(key_file, ca.key_pem)
+            ca_file.write_bytes(ca.cert_pem)
+        self.issue_certificate(ca)
+
+    def issue_certificate(self, ca: Authority | None = None) -> None:
+        """A new certificate for the nodes and the router (they load it within seconds)."""
+        if ca is None:
+            ca = Authority(
+                (self.tls_dir / "ca.crt").read_bytes(), (self.tls_dir / "ca.key").read_bytes()
+            )
+        cert, key = ca.issue("agentmem-up", ["localhost"], [self.host])
+        _write_private(self.tls_dir / "tls.key.new", key)
+        (self.tls_dir / "tls.crt.new").write_bytes(cert)
+        (self.tls_dir / "tls.key.new").replace(self.tls_dir / "tls.key")
+        (self.tls_dir / "tls.crt.new").replace(self.tls_dir / "tls.crt")
+
+    def _tls_args(self) -> list[str]:
+        if not self.tls:
+            return []
+        d = self.tls_dir
+        return ["--tls-cert", str(d / "tls.crt"), "--tls-key", str(d / "tls.key"),
+                "--tls-ca", str(d / "ca.crt")]  # fmt: skip
 
     def node_port(self, shard: int) -> int:
         return self.port + 1 + shard
@@ -191,6 +235,8 @@ class LocalCluster:
         tmp.replace(path)
         if self.auth:
             self.prepare_auth()
+        if self.tls:
+            self.prepare_tls()
         self.audit_key()
         return directory
 
@@ -230,7 +276,7 @@ class LocalCluster:
             "--shard", str(shard), "--cluster", CLUSTER, "--namespace", NAMESPACE,
             "--directory-file", str(self.data / "directory.json"), *self._auth_args(),
             "--audit-key-file", str(self.data / "auth" / "audit.pem"), "--audit-signer", "true",
-            "--audit-interval", str(self.audit_interval),
+            "--audit-interval", str(self.audit_interval), *self._tls_args(),
         ]  # fmt: skip
 
     def _auth_args(self) -> list[str]:
@@ -249,18 +295,20 @@ class LocalCluster:
         self._spawn(
             "router",
             ["router", "--directory-file", str(self.data / "directory.json"),
-             "--listen", f"{self.host}:{self.port}", *self._auth_args()],
+             "--listen", f"{self.host}:{self.port}", *self._auth_args(), *self._tls_args()],
             {},
         )  # fmt: skip
         waiting = {
-            f"node-{s}": f"http://{self.host}:{self.node_port(s)}" for s in range(self.shards)
+            f"node-{s}": f"{self.scheme}://{self.host}:{self.node_port(s)}"
+            for s in range(self.shards)
         }
+        context = client_context(str(self.tls_dir / "ca.crt")) if self.tls else None
         waiting["router"] = self.router_url
         deadline = time.monotonic() + 120
         while waiting:
             for name, url in list(waiting.items()):
                 self.check_alive()
-                why = _not_ready(url)
+                why = _not_ready(url, context)
                 if why is None:
                     progress.write(
                         f"  {name:<8} ready at {url}  ({time.monotonic() - started:.1f} s)\n"
@@ -304,9 +352,15 @@ class LocalCluster:
         self.processes.clear()
 
 
-def _not_ready(url: str) -> str | None:
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def _not_ready(url: str, context: ssl.SSLContext | None = None) -> str | None:
     try:
-        with urllib.request.urlopen(f"{url}/readyz", timeout=2) as resp:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=2, context=context) as resp:
             return None if resp.status == 200 else f"HTTP {resp.status}"
     except urllib.error.HTTPError as exc:
         return f"HTTP {exc.code}"
@@ -323,11 +377,15 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 def banner(cluster: LocalCluster, seconds: float) -> str:
     nodes = "\n".join(
-        f"    shard {s}   http://{cluster.host}:{cluster.node_port(s)}"
+        f"    shard {s}   {cluster.scheme}://{cluster.host}:{cluster.node_port(s)}"
         for s in range(cluster.shards)
     )
     log = f"Kafka at {cluster.kafka}" if cluster.kafka else f"SQLite {cluster.data / 'log.db'}"
     state = f"Redis {cluster.redis}/<shard>" if cluster.redis else "in process memory"
+    if cluster.tls:
+        nodes += f"""
+  TLS            CA {cluster.tls_dir / "ca.crt"} (export AGENTMEM_TLS_CA=...); the nodes
+                 want a client certificate of it: agents go through the router"""
     if cluster.auth:
         auth = f"""  token          {cluster.token_file}  (every tenant; for development only)
 

@@ -48,18 +48,18 @@ class AuditSigner(threading.Thread):
         self.store, self.key, self.admin = store, key, admin
         self._make_reader, self._owned = make_reader, owned
         self.interval, self.max_events = interval, max_events
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self.chains: dict[int, _Chain] = {}
         self.signed = 0  # checkpoints stored
         self.error: str | None = None
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
 
     def run(self) -> None:
         reader: LogReader | None = None
         assigned: frozenset[int] = frozenset()
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             try:
                 if reader is None:
                     reader = self._make_reader()
@@ -75,7 +75,7 @@ class AuditSigner(threading.Thread):
                 self.error = str(exc)
                 log.warning("audit signer: %s; trying again", exc)
                 assigned = frozenset()  # start again from the last signed checkpoints
-                self._stop.wait(2.0)
+                self._halt.wait(2.0)
             except StoreIdentityError as exc:
                 self.error = str(exc)
                 log.error("audit signer stopped: %s", exc)

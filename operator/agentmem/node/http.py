@@ -42,6 +42,7 @@ from agentmem.runtime.auth import (
     refusal,
 )
 from agentmem.runtime.errors import json_error
+from agentmem.runtime.tls import MUTUAL_TLS, has_client_cert
 from agentmem.store.ports import Record
 
 log = logging.getLogger(__name__)
@@ -90,14 +91,14 @@ def status_of(exc: errors.NodeError) -> int:
     return 500
 
 
-def error_response(exc: errors.NodeError) -> web.Response:
+def error_response(exc: errors.NodeError, scheme: str = "http") -> web.Response:
     headers: dict[str, str] = {}
     extra = exc.extra
     if exc.retry_after is not None:
         headers["Retry-After"] = str(math.ceil(exc.retry_after))
         extra = {**extra, "retry_after": round(exc.retry_after, 3)}
     if isinstance(exc, errors.WrongShard):
-        headers["Location"] = f"http://{exc.endpoint}"
+        headers["Location"] = f"{scheme}://{exc.endpoint}"
     return json_error(status_of(exc), exc.code, exc.message, headers or None, **extra)
 
 
@@ -115,7 +116,7 @@ def answers_errors(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except errors.NodeError as exc:
-            return error_response(exc)
+            return error_response(exc, request.scheme)
         except AuthError as exc:
             return refusal(exc)
         except InvalidNameError as exc:
@@ -144,8 +145,19 @@ def _node(request: web.Request) -> Node:
     return request.app[NODE_KEY]
 
 
-def authenticate(request: web.Request) -> Grant:
-    """The grant of the request's bearer token (401 without a valid one)."""
+def authenticate(request: web.Request, data: bool = True) -> Grant:
+    """The grant of the request's bearer token (401 without a valid one).
+
+    With mutual TLS, a ``data`` endpoint also wants the connection's client
+    certificate (the status and metrics endpoints take a token alone: the
+    operator and Prometheus hold tokens, not the cluster's certificates).
+    """
+    if data and request.app.get(MUTUAL_TLS) and not has_client_cert(request):
+        raise AuthError(
+            401, "client_certificate_required",
+            "this node answers only clients with a certificate of the cluster's CA (mutual "
+            "TLS): send requests through the router, or give the client the certificate",
+        )  # fmt: skip
     verifier = request.app[AUTH_KEY]
     if verifier is None:
         return ANONYMOUS
@@ -474,7 +486,7 @@ async def list_agents(request: web.Request) -> web.Response:
 
 @answers_errors
 async def status(request: web.Request) -> web.Response:
-    authenticate(request).check("status")
+    authenticate(request, data=False).check("status")
     return web.json_response(_node(request).status())
 
 
@@ -510,7 +522,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 @answers_errors
 async def metrics(request: web.Request) -> web.Response:
-    authenticate(request).check("metrics")
+    authenticate(request, data=False).check("metrics")
     return web.Response(
         body=_node(request).metrics.exposition(), content_type="text/plain", charset="utf-8"
     )

@@ -15,6 +15,7 @@ from agentmem.node.settings import NodeSettings
 from agentmem.node.state.ports import StateStore
 from agentmem.runtime.auth import load_verifier
 from agentmem.runtime.serve import run_service, serve_until_stopped
+from agentmem.runtime.tls import serve_tls
 from agentmem.store.ports import DurableStore
 
 log = logging.getLogger("agentmem.node")
@@ -110,9 +111,9 @@ async def serve(settings: NodeSettings) -> None:
         node.watchers.close()
 
     try:
-        await serve_until_stopped(
-            create_app(node, verifier, quotas), settings.listen, stopping, started
-        )
+        app = create_app(node, verifier, quotas)
+        context = serve_tls(app, settings.tls, mutual=bool(settings.tls_ca))
+        await serve_until_stopped(app, settings.listen, stopping, started, context)
     finally:
         await node.stop()
 

@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Literal
 
+from agentmem.runtime.tls import TlsFiles
+
 Consistency = Literal["eventual", "session", "strong"]
 
 
@@ -40,6 +42,11 @@ class NodeSettings:
     audit_signer: Literal["auto", "true", "false"] = "auto"
     #: How often the signer signs each partition's new events.
     audit_interval: float = 5.0
+    #: HTTPS: the node's certificate and key, and the CA whose client certificates
+    #: the data endpoints require (mutual TLS); unset: plain HTTP.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
     #: Quotas per tenant and bounds per client (JSON, see agentmem.node.limits).
     quotas: str = ""
     max_value_bytes: int = 1024 * 1024
@@ -64,6 +71,12 @@ class NodeSettings:
     def uid(self) -> str:
         """The cluster UID, or ``namespace/cluster`` for a node run on its own."""
         return self.cluster_uid or f"{self.namespace}/{self.cluster}"
+
+    @property
+    def tls(self) -> TlsFiles | None:
+        if not self.tls_cert or not self.tls_key:
+            return None
+        return TlsFiles(self.tls_cert, self.tls_key, self.tls_ca or None)
 
     @property
     def signs_audit(self) -> bool:

@@ -29,7 +29,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +50,7 @@ from agentmem.runtime.auth import (
     load_verifier,
     refusal,
 )
+from agentmem.runtime.tls import Reloading, TlsFiles, serve_tls
 
 log = logging.getLogger("agentmem.router")
 
@@ -70,6 +71,17 @@ class RouterConfig:
     timeout: float = 30.0
     #: The trusted issuers; None: no authentication.
     auth_file: str | None = None
+    #: HTTPS for clients with this certificate; with the cluster CA too, HTTPS to the
+    #: nodes, checked against the CA and presenting the same certificate (mutual TLS).
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+
+    @property
+    def tls(self) -> TlsFiles | None:
+        if not self.tls_cert or not self.tls_key:
+            return None
+        return TlsFiles(self.tls_cert, self.tls_key, self.tls_ca or None)
 
 
 class Router:
@@ -77,6 +89,11 @@ class Router:
         self.config = config
         self.follower = DirectoryFollower(config.directory_file)
         self.verifier = load_verifier(config.auth_file, "agentmem router")
+        #: How the nodes are reached: https with the cluster CA, else http.
+        self.scheme = "https" if config.tls is not None and config.tls.ca else "http"
+        self.upstream: Reloading | None = (
+            Reloading(config.tls, server=False) if self.scheme == "https" and config.tls else None
+        )
         self.session: aiohttp.ClientSession | None = None
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -190,7 +207,7 @@ class Router:
         async def ask(shard: int) -> dict[str, Any]:
             endpoint = directory.owner(directory.partitions_of(shard)[0]).endpoint
             async with session.get(
-                f"http://{endpoint}/v1/tenants/{tenant}/agents", headers=headers
+                f"{self.scheme}://{endpoint}/v1/tenants/{tenant}/agents", headers=headers
             ) as response:
                 if response.status != 200:
                     raise aiohttp.ClientError(f"{endpoint} answered {response.status}")
@@ -227,7 +244,7 @@ class Router:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         headers["X-Agentmem-Epoch"] = str(epoch)
         return await self.session.request(
-            request.method, f"http://{endpoint}{request.path_qs}", headers=headers,
+            request.method, f"{self.scheme}://{endpoint}{request.path_qs}", headers=headers,
             data=body or None, allow_redirects=False,
         )  # fmt: skip
 
@@ -344,14 +361,33 @@ async def serve(config: RouterConfig) -> None:
     router.session = aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=config.timeout),
         # No DNS cache: a replaced pod's new address is found at once.
-        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30, use_dns_cache=False),
-    )
+        connector=aiohttp.TCPConnector(
+            limit=0, keepalive_timeout=30, use_dns_cache=False,
+            ssl=router.upstream.context if router.upstream is not None else True,
+        ),
+    )  # fmt: skip
     follow = asyncio.create_task(router.follower.follow())
+    app = create_app(router)
+    context = serve_tls(app, config.tls, mutual=False)
+    if router.upstream is not None:
+        upstream = router.upstream
+
+        async def following(app: web.Application) -> AsyncIterator[None]:
+            task = asyncio.create_task(upstream.follow())
+            yield
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        app.cleanup_ctx.append(following)
     try:
         await serve_until_stopped(
-            create_app(router),
+            app,
             config.listen,
-            started=lambda: log.info("router listening on %s", config.listen),
+            started=lambda: log.info(
+                "router listening on %s (%s)", config.listen, "https" if context else "http"
+            ),
+            ssl_context=context,
         )
     finally:
         follow.cancel()

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -20,16 +21,18 @@ async def serve_until_stopped(
     listen: str,
     on_stop: Callable[[], None] | None = None,
     started: Callable[[], None] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> None:
     """Serve ``app`` on ``host:port`` until SIGTERM or SIGINT; finish requests, then return.
 
-    ``on_stop`` runs first when the signal arrives (e.g. to end streams).
+    ``on_stop`` runs first when the signal arrives (e.g. to end streams). With
+    ``ssl_context`` the site speaks HTTPS.
     """
     # A request whose client went away is cancelled, and with it what it waits for.
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=10, handler_cancellation=True)
     await runner.setup()
     host, _, port = listen.rpartition(":")
-    await web.TCPSite(runner, host or "0.0.0.0", int(port)).start()
+    await web.TCPSite(runner, host or "0.0.0.0", int(port), ssl_context=ssl_context).start()
     if started is not None:
         started()
     stop = asyncio.Event()
