@@ -343,11 +343,11 @@ def test_helm_install_watching_one_namespace_needs_only_roles_there(
         assert can("patch", "statefulsets", "-n", watched)
         assert not can("patch", "statefulsets", "-n", namespace)
         assert not can("list", naming.PLURAL, "--all-namespaces")
-        # Secrets: each cluster's signing key is read and created, no Secret is listed,
-        # watched or changed.
+        # Secrets: each cluster's keys are read and created, its certificate applied;
+        # no Secret is listed or watched.
         assert can("get", "secrets", "-n", watched)
         assert not can("list", "secrets", "-n", watched)
-        assert not can("update", "secrets", "-n", watched)
+        assert not can("watch", "secrets", "-n", watched)
         assert not can("get", "secrets", "-n", namespace)
         assert can("get", "/openid/v1/jwks")
         assert can("watch", "customresourcedefinitions")

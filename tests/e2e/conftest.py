@@ -10,8 +10,10 @@ packages and builds the binaries, the first run builds the images.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -232,7 +234,17 @@ def router_url(e2e: Env, namespace: str) -> str:
         if p["status"].get("podIP") and p["status"].get("phase") == "Running"
     ]  # fmt: skip
     assert running, "no router pod runs"
-    return f"http://{running[0]['status']['podIP']}:7070"
+    return f"https://{running[0]['status']['podIP']}:7070"
+
+
+def cluster_ca(e2e: Env, namespace: str, name: str = "demo") -> ssl.SSLContext:
+    """A context that trusts the cluster's CA (the operator's Secret). Tests reach pods
+    by address, so the CA is checked and the name is not."""
+    secret = e2e.plane.kubectl.get("secret", f"{name}-ca", namespace)
+    assert secret is not None, "no CA Secret"
+    context = ssl.create_default_context(cadata=base64.b64decode(secret["data"]["ca.crt"]).decode())
+    context.check_hostname = False
+    return context
 
 
 def http(
@@ -242,6 +254,7 @@ def http(
     headers: dict[str, str] | None = None,
     timeout: float = 10,
     token: str | None = None,
+    context: ssl.SSLContext | None = None,
 ) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
     headers = dict(headers or {})
@@ -251,7 +264,7 @@ def http(
     if body is not None:
         request.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as r:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as r:
             return r.status, json.loads(r.read() or b"null")
     except urllib.error.HTTPError as exc:
         raw = exc.read()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import ssl
 import threading
 import time
 import uuid
@@ -55,9 +56,11 @@ class Workload:
         write_deadline: float = 90.0,
         pause: float = 0.0,
         token: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.base = base  # the router's URL (asked again before each try)
         self.auth = {"Authorization": f"Bearer {token}"} if token else {}
+        self.ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self.writers = writers
         self.agents_per_writer = agents_per_writer
         self.keys = keys
@@ -93,7 +96,8 @@ class Workload:
 
     async def _main(self) -> None:
         timeout = aiohttp.ClientTimeout(total=15)
-        async with aiohttp.ClientSession(timeout=timeout) as s:
+        connector = aiohttp.TCPConnector(ssl=self.ssl)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as s:
             await asyncio.gather(*(self._writer(s, w) for w in range(self.writers)))
 
     async def _request(
@@ -177,7 +181,10 @@ class Workload:
 
         async def check() -> int:
             lost = 0
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as s:
+            async with aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=30),
+                connector=aiohttp.TCPConnector(ssl=self.ssl),
+            ) as s:
                 for path, (value, _version) in sorted(self.acked.items()):
                     agent, key = path.split("/")
                     url = f"/v1/tenants/load/agents/{agent}/keys/{key}?consistency=strong"

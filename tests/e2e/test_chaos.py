@@ -20,6 +20,7 @@ from tests.e2e.conftest import (
     RouterAddress,
     client_token,
     cluster,
+    cluster_ca,
     eventually,
     kill_container,
     wait_ready,
@@ -44,7 +45,12 @@ def test_chaos_under_load_loses_nothing(
     done = dict.fromkeys(TYPES, 0)
     shards = 2
     started = time.monotonic()
-    load = Workload(RouterAddress(e2e, ns), writers=4, token=client_token(e2e, ns)).start()
+    load = Workload(
+        RouterAddress(e2e, ns),
+        writers=4,
+        token=client_token(e2e, ns),
+        ssl_context=cluster_ca(e2e, ns),
+    ).start()
     try:
         time.sleep(interval)
         for fault in plan:

@@ -7,6 +7,7 @@ from tests.e2e.conftest import (
     Env,
     client_token,
     cluster,
+    cluster_ca,
     eventually,
     http,
     pods,
@@ -31,21 +32,21 @@ def test_the_operator_runs_real_memory_nodes_that_keep_every_write(
     # A projected token of the real API server, for this cluster's audience: the node
     # pods verify it with the keys the operator published to them.
     token = client_token(e2e, ns)
-    status, body = http("PUT", f"{base}/v1/tenants/acme/agents/a0/keys/k", {"i": 0})
+    tls = cluster_ca(e2e, ns)  # HTTPS: the operator's CA
+    key = f"{base}/v1/tenants/acme/agents/a0/keys/k"
+    status, body = http("PUT", key, {"i": 0}, context=tls)
     assert (status, body["error"]) == (401, "missing_token"), body
     automounted = kubectl.run("create", "token", "load", "-n", ns).stdout.strip()
-    status, body = http("PUT", f"{base}/v1/tenants/acme/agents/a0/keys/k", {"i": 0},
-                        token=automounted)  # fmt: skip
+    status, body = http("PUT", key, {"i": 0}, token=automounted, context=tls)
     assert (status, body["error"]) == (401, "wrong_audience"), body
     written = {}
     for i in range(20):
-        status, body = http(
-            "PUT", f"{base}/v1/tenants/acme/agents/a{i}/keys/k", {"i": i}, token=token
-        )
+        url = f"{base}/v1/tenants/acme/agents/a{i}/keys/k"
+        status, body = http("PUT", url, {"i": i}, token=token, context=tls)
         assert status == 200, body
         written[f"a{i}"] = body["version"]
-    history = http("GET", f"{base}/v1/tenants/acme/agents/a0/history", token=token)[1]
-    assert history["events"][0]["actor"] == f"system:serviceaccount:{ns}:load"
+    history = http("GET", f"{base}/v1/tenants/acme/agents/a0/history", token=token, context=tls)
+    assert history[1]["events"][0]["actor"] == f"system:serviceaccount:{ns}:load"
     logs = kubectl.run("logs", "-n", ns, nodes[0]["metadata"]["name"], "-c", "memory-node").stdout
     assert "memory node of shard" in logs
 
@@ -64,10 +65,7 @@ def test_the_operator_runs_real_memory_nodes_that_keep_every_write(
 
     eventually("the node pod to come back", replaced, timeout=120)
     for agent, version in written.items():
-        status, body = http(
-            "GET",
-            f"{base}/v1/tenants/acme/agents/{agent}/keys/k?consistency=strong",
-            token=token,
-        )
+        url = f"{base}/v1/tenants/acme/agents/{agent}/keys/k?consistency=strong"
+        status, body = http("GET", url, token=token, context=tls)
         assert status == 200, (agent, body)
         assert body["version"] == version

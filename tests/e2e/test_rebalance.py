@@ -15,6 +15,7 @@ from tests.e2e.conftest import (
     RouterAddress,
     client_token,
     cluster,
+    cluster_ca,
     eventually,
     kill_container,
     wait_ready,
@@ -73,7 +74,11 @@ def test_scaling_2_3_4_2_under_load_is_invisible_to_agents(
     kubectl.apply(cluster(e2e, ns, rebalance=REBALANCE), ns)
     wait_ready(e2e, ns)
     load = Workload(
-        RouterAddress(e2e, ns), writers=4, pause=0.02, token=client_token(e2e, ns)
+        RouterAddress(e2e, ns),
+        writers=4,
+        pause=0.02,
+        token=client_token(e2e, ns),
+        ssl_context=cluster_ca(e2e, ns),
     ).start()
     try:
         time.sleep(5)
@@ -124,7 +129,12 @@ def test_a_rebalance_survives_operator_kills_node_kills_and_a_broker_restart(
     wait_ready(e2e, ns)
     before = directory(e2e, ns)
     assert before is not None
-    load = Workload(RouterAddress(e2e, ns), writers=3, token=client_token(e2e, ns)).start()
+    load = Workload(
+        RouterAddress(e2e, ns),
+        writers=3,
+        token=client_token(e2e, ns),
+        ssl_context=cluster_ca(e2e, ns),
+    ).start()
     faults = {"operator": 0, "node": 0, "broker": 0}
     try:
         time.sleep(3)

@@ -100,7 +100,11 @@ def test_statefulset(cluster: AgentMemoryCluster) -> None:
         assert {"startupProbe", "readinessProbe", "livenessProbe"} <= container.keys()
         assert container["resources"]["requests"] and container["resources"]["limits"]
     assert node["args"] == ["node"]
-    assert node["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert node["readinessProbe"]["httpGet"] == {
+        "path": "/readyz",
+        "port": "http",
+        "scheme": "HTTPS",
+    }
     env = {e["name"]: e.get("value") for e in node["env"]}
     assert env["AGENTMEM_SHARD"] == "1"
     assert env["AGENTMEM_REDIS_URL"] == "redis://127.0.0.1:6379/0"

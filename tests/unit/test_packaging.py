@@ -267,7 +267,7 @@ def test_rbac_covers_every_child_the_operator_applies() -> None:
     assert "create" in granted("v1", "Event")
     assert "list" in granted("v1", "Pod")  # the nodes asked during a rebalance
     # Each cluster's signing key; the API server's issuer, published to the nodes.
-    assert {"get", "create"} <= granted("v1", "Secret")
+    assert {"get", "create", "patch"} <= granted("v1", "Secret")
     (issuer,) = non_resource_rules()
     assert set(issuer["nonResourceURLs"]) == {
         "/.well-known/openid-configuration",
@@ -295,8 +295,9 @@ def test_rbac_is_least_privilege() -> None:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
         assert "*" not in rule["apiGroups"], rule
         assert "nodes" not in rule["resources"], rule
-        if "secrets" in rule["resources"]:  # read and create signing keys; never list them
-            assert rule["resources"] == ["secrets"] and rule["verbs"] == ["get", "create"], rule
+        if "secrets" in rule["resources"]:  # keys, CA and certificate; never listed
+            assert rule["resources"] == ["secrets"], rule
+            assert rule["verbs"] == ["get", "create", "patch"], rule
         if "pods" in rule["resources"]:  # listed for the warm-up handshake, nothing more
             assert rule["resources"] == ["pods"] and rule["verbs"] == ["list"], rule
         risky = {"escalate", "bind", "impersonate", "update", "deletecollection"}

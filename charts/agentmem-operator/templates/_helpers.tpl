@@ -71,8 +71,8 @@ kopf watches AgentMemoryClusters and owned StatefulSets and keeps its bookkeepin
 annotations (patch); the reconciler (agentmem.controller._kube) reads clusters, writes
 their status, applies children with server-side apply (patch, and create for new
 objects), lists children to prune them, deletes pruned and retired ones, and records
-Events; it reads and creates each cluster's token signing key (a Secret it never
-updates). Nothing else: no other Secrets, no update or deletecollection.
+Events; it reads and creates each cluster's keys and CA (Secrets), and applies the
+certificate Secret it renews. Nothing else: no update or deletecollection.
 */}}
 {{- define "agentmem-operator.namespacedRules" -}}
 # kopf watches clusters and patches its annotations; the reconciler reads and lists them.
@@ -97,10 +97,11 @@ updates). Nothing else: no other Secrets, no update or deletecollection.
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["list", "create", "patch", "delete"]
-# Each cluster's token signing key (the Secret <cluster>-auth): read, and created once.
+# Each cluster's keys and CA (<cluster>-auth, -audit, -ca): read, and created once;
+# its certificate (<cluster>-tls): applied again when it is renewed.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "create"]
+  verbs: ["get", "create", "patch"]
 # The nodes' ServiceAccount.
 - apiGroups: [""]
   resources: ["serviceaccounts"]

@@ -10,6 +10,7 @@ owns, not for those it is warming up.
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -18,10 +19,24 @@ from typing import Any, Protocol
 from agentmem.model import naming
 
 
+@dataclass(frozen=True)
+class Credentials:
+    """How the operator asks a cluster's pods: its bearer token, and the TLS context
+    that trusts the cluster's CA (None: plain HTTP)."""
+
+    token: str | None = None
+    context: ssl.SSLContext | None = None
+
+
+NO_CREDENTIALS = Credentials()
+
+
 class Probe(Protocol):
-    def get(self, address: str, path: str, token: str | None = None) -> dict[str, Any]:
-        """The JSON a pod answers at ``http://<address>:<port><path>`` (with the
-        bearer ``token``); raises ProbeError when it does not answer."""
+    def get(
+        self, address: str, path: str, credentials: Credentials = NO_CREDENTIALS
+    ) -> dict[str, Any]:
+        """The JSON a pod answers at ``<address>:<port><path>``; raises ProbeError
+        when it does not answer."""
         ...
 
 
@@ -33,12 +48,18 @@ class HttpProbe:
     def __init__(self, timeout: float = 2.0) -> None:
         self.timeout = timeout
 
-    def get(self, address: str, path: str, token: str | None = None) -> dict[str, Any]:
-        url = f"http://{address}:{naming.NODE_PORT}{path}"
+    def get(
+        self, address: str, path: str, credentials: Credentials = NO_CREDENTIALS
+    ) -> dict[str, Any]:
+        scheme = "https" if credentials.context is not None else "http"
+        url = f"{scheme}://{address}:{naming.NODE_PORT}{path}"
+        token = credentials.token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
             request = urllib.request.Request(url, headers=headers)
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with urllib.request.urlopen(
+                request, timeout=self.timeout, context=credentials.context
+            ) as response:
                 data = json.loads(response.read())
         except urllib.error.HTTPError as exc:
             try:
@@ -73,7 +94,7 @@ def warm_reasons(
     epoch: int,
     partitions: list[int],
     max_lag: int,
-    token: str | None = None,
+    credentials: Credentials = NO_CREDENTIALS,
 ) -> list[str]:
     """Why the replicas of one gaining shard are not ready for ``epoch`` (empty: they are).
 
@@ -89,7 +110,7 @@ def warm_reasons(
             reasons.append(f"pod {pod.name} is {pod.phase}")
             continue
         try:
-            status = probe.get(pod.address, "/v1/status", token)
+            status = probe.get(pod.address, "/v1/status", credentials)
         except ProbeError as exc:
             reasons.append(f"pod {pod.name}: {exc}")
             continue
@@ -116,7 +137,11 @@ def warm_reasons(
 
 
 def epoch_reasons(
-    probe: Probe, pods: list[PodView], epoch: int, router: bool, token: str | None = None
+    probe: Probe,
+    pods: list[PodView],
+    epoch: int,
+    router: bool,
+    credentials: Credentials = NO_CREDENTIALS,
 ) -> list[str]:
     """Which running pods do not follow ``epoch`` yet (pods that do not run are skipped:
     a pod that starts reads the current directory)."""
@@ -125,7 +150,7 @@ def epoch_reasons(
         if pod.address is None or pod.phase != "Running":
             continue
         try:
-            answer = probe.get(pod.address, "/readyz" if router else "/v1/status", token)
+            answer = probe.get(pod.address, "/readyz" if router else "/v1/status", credentials)
         except ProbeError as exc:
             reasons.append(f"pod {pod.name}: {exc}")
             continue

@@ -22,8 +22,16 @@ from agentmem.controller import conditions as cond
 from agentmem.controller import rebalance as rb
 from agentmem.controller._kube import Kube, KubeError, owned_by, owner_reference
 from agentmem.controller.auth import ClusterAuth
+from agentmem.controller.certs import ClusterCerts
 from agentmem.controller.metrics import METRICS
-from agentmem.controller.nodes import HttpProbe, PodView, Probe, epoch_reasons, warm_reasons
+from agentmem.controller.nodes import (
+    Credentials,
+    HttpProbe,
+    PodView,
+    Probe,
+    epoch_reasons,
+    warm_reasons,
+)
 from agentmem.directory import Directory, DirectoryError, Move
 from agentmem.eventlog.kafka import KafkaSettings, TopicMismatchError, TopicSpec, ensure_topic
 from agentmem.model import AgentMemoryCluster, InvalidClusterError, RebalanceStatus, naming
@@ -90,6 +98,7 @@ class Reconciler:
         self.clock = clock
         self.probe = probe or HttpProbe()
         self.auth = ClusterAuth(kube)
+        self.certs = ClusterCerts(kube)
         self._locks: dict[str, threading.Lock] = {}
         self._topics_ok: dict[tuple[str, str, int], float] = {}
         self._locks_guard = threading.Lock()
@@ -149,6 +158,8 @@ class Reconciler:
             self.auth.publish(body, cluster)  # before the pods that mount it
         if cluster.spec.store is not None:
             self.auth.ensure_audit_key(body, cluster)
+        if cluster.spec.tls.enabled:
+            self.certs.ensure(body, cluster)
         self._apply_children(body, cluster, directory, existing, seen)
         self._check_topic(cluster, seen)
         if rebalance is not None:
@@ -506,7 +517,7 @@ class Reconciler:
             pods = self._pods(cluster, naming.shard_selector_labels(cluster.name, shard))
             reasons += warm_reasons(
                 self.probe, pods, cluster.spec.replicas_per_shard, epoch, partitions,
-                cluster.spec.rebalance.max_warmup_lag_events, self.auth.token(cluster),
+                cluster.spec.rebalance.max_warmup_lag_events, self._credentials(cluster),
             )  # fmt: skip
         return reasons
 
@@ -514,10 +525,13 @@ class Reconciler:
         """Which nodes and routers do not follow ``epoch`` yet."""
         nodes = self._pods(cluster, naming.selector_labels(cluster.name, naming.COMPONENT_NODE))
         routers = self._pods(cluster, naming.selector_labels(cluster.name, naming.COMPONENT_ROUTER))
-        token = self.auth.token(cluster)
-        return epoch_reasons(self.probe, nodes, epoch, False, token) + epoch_reasons(
-            self.probe, routers, epoch, True
+        credentials = self._credentials(cluster)
+        return epoch_reasons(self.probe, nodes, epoch, False, credentials) + epoch_reasons(
+            self.probe, routers, epoch, True, Credentials(context=credentials.context)
         )
+
+    def _credentials(self, cluster: AgentMemoryCluster) -> Credentials:
+        return Credentials(self.auth.token(cluster), self.certs.context(cluster))
 
     def _check_warmup_timeout(
         self,

@@ -105,6 +105,16 @@ def audit_name(cluster: str) -> str:
     return f"{cluster}-audit"
 
 
+def ca_name(cluster: str) -> str:
+    """The Secret of the cluster's CA (certificate and key), made by the operator."""
+    return f"{cluster}-ca"
+
+
+def tls_name(cluster: str) -> str:
+    """The Secret of the nodes' and routers' certificate (tls.crt, tls.key, ca.crt)."""
+    return f"{cluster}-tls"
+
+
 def node_account_name(cluster: str) -> str:
     """ServiceAccount, Role and RoleBinding of the memory nodes and routers."""
     return f"{cluster}-node"

@@ -659,6 +659,19 @@ class Auth(Model):
     )
 
 
+class ClusterTls(Model):
+    """TLS between clients, routers and nodes, with certificates of the operator's CA."""
+
+    enabled: bool = Field(
+        True,
+        description=(
+            "HTTPS for clients (router and nodes) and mutual TLS from the router to the nodes. "
+            "The operator keeps a CA in the Secret <cluster>-ca and the certificate of nodes "
+            "and routers in <cluster>-tls, renewed 30 days before it expires."
+        ),
+    )
+
+
 class TenantQuota(Model):
     """Limits of one tenant on each memory node (0: none)."""
 
@@ -779,6 +792,7 @@ class AgentMemoryClusterSpec(Model):
     router: Router = nested(Router, "The router Deployment.")
     auth: Auth = nested(Auth, "Authentication and authorization of requests.")
     quotas: Quotas = nested(Quotas, "Per-tenant quotas and per-client bounds.")
+    tls: ClusterTls = nested(ClusterTls, "TLS on the data path.")
 
     @model_validator(mode="after")
     def _check(self) -> AgentMemoryClusterSpec:

@@ -22,6 +22,7 @@ DIRECTORY_MOUNT = "/etc/agentmem/directory"
 
 AUTH_MOUNT = "/etc/agentmem/auth"
 AUDIT_MOUNT = "/etc/agentmem/audit"
+SERVING_TLS_MOUNT = "/etc/agentmem/tls"
 
 
 def config_volumes(cluster: AgentMemoryCluster) -> list[dict[str, Any]]:
@@ -30,12 +31,19 @@ def config_volumes(cluster: AgentMemoryCluster) -> list[dict[str, Any]]:
     The kubelet refreshes them when the ConfigMaps change; nodes and routers
     reread them (a new epoch, a rotated key) without a restart.
     """
-    volumes = [
+    volumes: list[dict[str, Any]] = [
         {
             "name": "directory",
             "configMap": {"name": naming.directory_name(cluster.name), "defaultMode": 0o444},
         }
     ]
+    if cluster.spec.tls.enabled:
+        volumes.append(
+            {
+                "name": "serving-tls",
+                "secret": {"secretName": naming.tls_name(cluster.name), "defaultMode": 0o440},
+            }
+        )
     if cluster.spec.auth.enabled:
         volumes.append(
             {
@@ -48,6 +56,8 @@ def config_volumes(cluster: AgentMemoryCluster) -> list[dict[str, Any]]:
 
 def config_mounts(cluster: AgentMemoryCluster) -> list[dict[str, Any]]:
     mounts = [{"name": "directory", "mountPath": DIRECTORY_MOUNT, "readOnly": True}]
+    if cluster.spec.tls.enabled:
+        mounts.append({"name": "serving-tls", "mountPath": SERVING_TLS_MOUNT, "readOnly": True})
     if cluster.spec.auth.enabled:
         mounts.append({"name": "auth", "mountPath": AUTH_MOUNT, "readOnly": True})
     return mounts
@@ -173,12 +183,22 @@ def common_env(cluster: AgentMemoryCluster) -> list[dict[str, Any]]:
     ]
     if cluster.spec.auth.enabled:
         env.append({"name": "AGENTMEM_AUTH_FILE", "value": f"{AUTH_MOUNT}/{naming.AUTH_KEY}"})
+    if cluster.spec.tls.enabled:
+        env += [
+            {"name": f"AGENTMEM_TLS_{name.upper()}", "value": f"{SERVING_TLS_MOUNT}/{file}"}
+            for name, file in (("cert", "tls.crt"), ("key", "tls.key"), ("ca", "ca.crt"))
+        ]
     return env
 
 
-def http_probe(path: str, period: int, failures: int) -> dict[str, Any]:
+def http_probe(
+    cluster: AgentMemoryCluster, path: str, period: int, failures: int
+) -> dict[str, Any]:
+    """A kubelet probe (over HTTPS with TLS on: the kubelet does not check the certificate,
+    and the probes need no client certificate)."""
+    scheme = "HTTPS" if cluster.spec.tls.enabled else "HTTP"
     return {
-        "httpGet": {"path": path, "port": "http"},
+        "httpGet": {"path": path, "port": "http", "scheme": scheme},
         "periodSeconds": period,
         "timeoutSeconds": 2,
         "failureThreshold": failures,
@@ -271,9 +291,9 @@ def node_container(cluster: AgentMemoryCluster, shard: int) -> dict[str, Any]:
             *kafka_env(cluster),
             *store_env(cluster),
         ],
-        "startupProbe": http_probe("/livez", period=2, failures=60),
-        "readinessProbe": http_probe("/readyz", period=5, failures=3),
-        "livenessProbe": http_probe("/livez", period=10, failures=3),
+        "startupProbe": http_probe(cluster, "/livez", period=2, failures=60),
+        "readinessProbe": http_probe(cluster, "/readyz", period=5, failures=3),
+        "livenessProbe": http_probe(cluster, "/livez", period=10, failures=3),
         "resources": resources(spec.resources),
         "securityContext": container_security(),
         "volumeMounts": mounts,
