@@ -1,18 +1,16 @@
-"""What authentication costs: reads and writes per second through the router,
-with and without bearer tokens, side by side in one run.
+"""What authentication and TLS cost: reads and writes per second through the
+router, plain and secured, side by side in one run.
 
     python benchmarks/security.py [--seconds 8]
 
 Two local clusters (``agentmem up``'s processes: 3 shards and a router, the
-embedded log): one with authentication off, one with it on (every request
-carries a JWT that the router and then the node verify). wrk sends the
-requests through each router with 64 kept-alive connections: eventual reads of
-64 agents, and puts. The clusters take turns, twice each, so drift on the
-machine falls on both. Prints a line per measurement, then one JSON line.
-
-TLS is not on the data path yet, so ``*_auth_tls`` is measured with
-authentication only and says so (``tls: false``). Goal: authentication (and
-TLS) cost under 25 % of read throughput.
+embedded log): one plain (no tokens, HTTP), one secured (every request carries
+a JWT that the router and then the node verify; HTTPS from the client to the
+router, mutual TLS from the router to the nodes). wrk sends the requests
+through each router with 64 kept-alive connections: eventual reads of 64
+agents, and puts. The clusters take turns, twice each, so drift on the machine
+falls on both. Prints a line per measurement, then one JSON line. Goal: auth
+and TLS together cost under 25 % of read throughput.
 """
 
 from __future__ import annotations
@@ -62,7 +60,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="agentmem-bench-") as data:
         clusters = {
             "plain": LocalCluster(data=Path(data) / "plain", port=free_port_run(4), auth=False),
-            "auth_tls": LocalCluster(data=Path(data) / "auth", port=free_port_run(4)),
+            "auth_tls": LocalCluster(data=Path(data) / "auth", port=free_port_run(4), tls=True),
         }
         tokens: dict[str, str | None] = {}
         try:
@@ -90,7 +88,7 @@ def main() -> int:
     out: dict[str, object] = {k: round(sum(v) / len(v)) for k, v in results.items()}
     out["read_cost"] = round(1 - out["read_rps_auth_tls"] / out["read_rps_plain"], 3)  # type: ignore[operator]
     out["write_cost"] = round(1 - out["write_rps_auth_tls"] / out["write_rps_plain"], 3)  # type: ignore[operator]
-    out.update({"connections": CONNECTIONS, "seconds_each": args.seconds, "tls": False})
+    out.update({"connections": CONNECTIONS, "seconds_each": args.seconds})
     print(json.dumps(out))
     return 0
 

@@ -180,7 +180,7 @@ def test_example_cluster_becomes_ready(controlplane: ControlPlane, operator: Ope
         ("ServiceAccount", "demo-node"), ("Role", "demo-node"), ("RoleBinding", "demo-node"),
         ("ConfigMap", "demo-directory"), ("KafkaTopic", "agentmem." + ns + ".demo.events"),
         ("Service", "demo"), ("Service", "demo-router"), ("Deployment", "demo-router"),
-        ("NetworkPolicy", "demo-node"),
+        ("NetworkPolicy", "demo-node"), ("NetworkPolicy", "demo-router"),
     } | {(k, f"demo-shard-{i}") for i in range(3)
          for k in ("StatefulSet", "Service", "PodDisruptionBudget")}  # fmt: skip
     for kind, name in expected:

@@ -21,6 +21,7 @@ from agentmem.resources import (
     role,
     role_binding,
     router_deployment,
+    router_network_policy,
     router_service,
     service_account,
     service_monitor,
@@ -238,11 +239,22 @@ def test_rbac_is_least_privilege(cluster: AgentMemoryCluster) -> None:
     ]
 
 
-def test_network_policy_opens_only_http(cluster: AgentMemoryCluster) -> None:
+def test_network_policies_open_only_http_and_nodes_only_to_their_callers(
+    cluster: AgentMemoryCluster,
+) -> None:
     spec = network_policy(cluster)["spec"]
     assert spec["policyTypes"] == ["Ingress"]
-    assert spec["ingress"] == [{"ports": [{"protocol": "TCP", "port": "http"}]}]
-    assert spec["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == "demo"
+    assert spec["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "memory-node"
+    (rule,) = spec["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": "http"}]
+    peers = [p["podSelector"]["matchLabels"] for p in rule["from"]]
+    assert peers[0]["app.kubernetes.io/component"] == "router"
+    assert "namespaceSelector" not in rule["from"][0]  # the cluster's own routers only
+    assert {"app.kubernetes.io/name": "agentmem-operator"} in peers
+    assert {"agentmem.io/client": "demo"} in peers
+    router = router_network_policy(cluster)["spec"]
+    assert router["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "router"
+    assert router["ingress"] == [{"ports": [{"protocol": "TCP", "port": "http"}]}]
 
 
 def test_directory_configmap_round_trips(cluster: AgentMemoryCluster) -> None:

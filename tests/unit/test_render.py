@@ -70,10 +70,11 @@ def test_basic_example_renders_every_child() -> None:
         ("ServiceAccount", "demo-node"), ("Role", "demo-node"), ("RoleBinding", "demo-node"),
         ("ConfigMap", "demo-directory"), ("KafkaTopic", "agentmem.prod.demo.events"),
         ("Service", "demo"), ("Service", "demo-router"), ("Deployment", "demo-router"),
-        ("NetworkPolicy", "demo-node"), ("ServiceMonitor", "demo"), ("PrometheusRule", "demo"),
+        ("NetworkPolicy", "demo-node"), ("NetworkPolicy", "demo-router"),
+        ("ServiceMonitor", "demo"), ("PrometheusRule", "demo"),
     ]:  # fmt: skip
         assert expected in kinds
-    assert len(kinds) == 20
+    assert len(kinds) == 21
 
 
 def test_render_from_stdin_through_the_console_script(tmp_path: Path) -> None:

@@ -29,6 +29,8 @@ APPROVE_ANNOTATION: Final = f"{GROUP}/approve-rebalance"
 LABEL_NAME: Final = "app.kubernetes.io/name"
 LABEL_INSTANCE: Final = "app.kubernetes.io/instance"
 LABEL_COMPONENT: Final = "app.kubernetes.io/component"
+#: Pods with this label (value: the cluster's name) may reach its memory nodes.
+CLIENT_LABEL: Final = "agentmem.io/client"
 LABEL_PART_OF: Final = "app.kubernetes.io/part-of"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 LABEL_VERSION: Final = "app.kubernetes.io/version"

@@ -10,6 +10,7 @@ from agentmem.resources.access import (
     role,
     role_binding,
     router_deployment,
+    router_network_policy,
     router_service,
     service_account,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "role",
     "role_binding",
     "router_deployment",
+    "router_network_policy",
     "router_service",
     "service_account",
     "service_monitor",

@@ -17,6 +17,9 @@ from agentmem.resources.shard import (
     tls_volume,
 )
 
+#: The operator's pods (the chart's app.kubernetes.io/name).
+OPERATOR = "agentmem-operator"
+
 
 def client_service(cluster: AgentMemoryCluster) -> dict[str, Any]:
     """A Service over every memory node; nodes redirect requests they do not own."""
@@ -168,11 +171,15 @@ def role_binding(cluster: AgentMemoryCluster) -> dict[str, Any]:
 
 
 def network_policy(cluster: AgentMemoryCluster) -> dict[str, Any]:
-    """Nodes and routers accept traffic on their HTTP port only.
+    """Who reaches the memory nodes: their HTTP port, from the cluster's routers, the
+    operator (the warm-up handshake), and pods labelled ``agentmem.io/client:
+    <cluster>`` in any namespace (agents routing directly, Prometheus).
 
-    Redis listens on loopback inside each pod; this policy also keeps its port
-    closed to the network should a custom image bind it wider.
+    Everything else is refused where a network plugin enforces NetworkPolicies.
+    Redis listens on loopback inside each pod: no policy opens its port. The
+    kubelet's probes come from the node, which policies do not govern.
     """
+    anywhere: dict[str, Any] = {"namespaceSelector": {}}
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -181,10 +188,41 @@ def network_policy(cluster: AgentMemoryCluster) -> dict[str, Any]:
         ),
         "spec": {
             "podSelector": {
-                "matchLabels": {
-                    naming.LABEL_NAME: naming.APP_NAME,
-                    naming.LABEL_INSTANCE: cluster.name,
+                "matchLabels": naming.selector_labels(cluster.name, naming.COMPONENT_NODE)
+            },
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [
+                        {
+                            "podSelector": {
+                                "matchLabels": naming.selector_labels(
+                                    cluster.name, naming.COMPONENT_ROUTER
+                                )
+                            }
+                        },
+                        {**anywhere, "podSelector": {"matchLabels": {naming.LABEL_NAME: OPERATOR}}},
+                        {
+                            **anywhere,
+                            "podSelector": {"matchLabels": {naming.CLIENT_LABEL: cluster.name}},
+                        },
+                    ],
+                    "ports": [{"protocol": "TCP", "port": "http"}],
                 }
+            ],
+        },
+    }
+
+
+def router_network_policy(cluster: AgentMemoryCluster) -> dict[str, Any]:
+    """The routers are the cluster's front door: their HTTP port is open to all."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(cluster, naming.router_name(cluster.name), naming.COMPONENT_ACCESS),
+        "spec": {
+            "podSelector": {
+                "matchLabels": naming.selector_labels(cluster.name, naming.COMPONENT_ROUTER)
             },
             "policyTypes": ["Ingress"],
             "ingress": [{"ports": [{"protocol": "TCP", "port": "http"}]}],

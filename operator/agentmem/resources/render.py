@@ -13,6 +13,7 @@ from agentmem.resources.access import (
     role,
     role_binding,
     router_deployment,
+    router_network_policy,
     router_service,
     service_account,
 )
@@ -59,6 +60,7 @@ def children(
     if spec.router.replicas > 0:
         out += [router_service(cluster), router_deployment(cluster)]
     out.append(network_policy(cluster))
+    out.append(router_network_policy(cluster))
     if monitoring_api and spec.monitoring.service_monitor.enabled:
         out.append(service_monitor(cluster))
     if monitoring_api and spec.monitoring.prometheus_rule.enabled:
