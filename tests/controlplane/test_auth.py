@@ -143,6 +143,15 @@ def test_projected_service_account_tokens_of_the_real_api_server(
         status, body = call(base, "GET", "/v1/status", expired)
         assert (status, body["error"]) == (401, "expired_token"), body
         assert call(base, "GET", "/v1/status", planner)[0] == 403  # no status scope
+        # Prometheus's token, kept by the operator in the Secret the ServiceMonitor names.
+        metrics = kubectl.get("secret", "demo-metrics", ns)
+        assert metrics is not None
+        prometheus = base64.b64decode(metrics["data"]["token"]).decode()
+        request = urllib.request.Request(
+            f"{base}/metrics", headers={"Authorization": f"Bearer {prometheus}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert resp.status == 200 and b"memory_node_read_latency_seconds" in resp.read()
     finally:
         proc.terminate()
         proc.wait(timeout=30)

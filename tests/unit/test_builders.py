@@ -351,9 +351,20 @@ def test_topic_name_that_is_not_a_kubernetes_name(example: dict[str, Any]) -> No
     assert topic["spec"]["topicName"] == "Agent_Events"
 
 
-def test_service_monitor(cluster: AgentMemoryCluster) -> None:
+def test_service_monitor(cluster: AgentMemoryCluster, example: dict[str, Any]) -> None:
     sm = service_monitor(cluster)
-    assert sm["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s"}]
+    (endpoint,) = sm["spec"]["endpoints"]
+    assert endpoint == {
+        "port": "http", "path": "/metrics", "interval": "30s",
+        # Prometheus holds a metrics token and the cluster's CA: /metrics wants both.
+        "authorization": {"type": "Bearer",
+                          "credentials": {"name": "demo-metrics", "key": "token"}},
+        "scheme": "https",
+        "tlsConfig": {"ca": {"secret": {"name": "demo-tls", "key": "ca.crt"}},
+                      "serverName": "demo.team-a.svc"},
+    }  # fmt: skip
+    plain = service_monitor(with_spec(example, auth={"enabled": False}, tls={"enabled": False}))
+    assert plain["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s"}]
     selector = sm["spec"]["selector"]["matchLabels"]
     scraped = [
         c for c in children(cluster)

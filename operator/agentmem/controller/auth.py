@@ -20,6 +20,8 @@ import threading
 import time
 from typing import Any
 
+import jwt
+
 from agentmem.controller._kube import Kube, KubeError, owner_reference
 from agentmem.model import AgentMemoryCluster, naming
 from agentmem.resources.auth import (
@@ -29,6 +31,7 @@ from agentmem.resources.auth import (
     audit_secret,
     auth_configmap,
     auth_document,
+    metrics_token_secret,
     signing_secret,
 )
 from agentmem.runtime.audit import AuditKey
@@ -42,6 +45,10 @@ ISSUER_RETRY_SECONDS = 30.0
 #: Lifetime of the operator's own tokens, and when a fresh one is made.
 TOKEN_SECONDS = 900.0
 TOKEN_RENEW_SECONDS = 300.0
+#: Prometheus's token (in a Secret the ServiceMonitor names): its lifetime, and
+#: how long before it expires it is replaced.
+METRICS_TOKEN_SECONDS = 30 * 24 * 3600.0
+METRICS_RENEW_SECONDS = 10 * 24 * 3600.0
 
 
 class ClusterAuth:
@@ -60,6 +67,34 @@ class ClusterAuth:
         configmap = auth_configmap(cluster, document)
         configmap["metadata"]["ownerReferences"] = [owner_reference(body)]
         self.kube.apply(configmap)
+        self._metrics_token(body, cluster, key)
+
+    def _metrics_token(
+        self, body: dict[str, Any], cluster: AgentMemoryCluster, key: SigningKey
+    ) -> None:
+        """The Secret Prometheus reads its token from: made, and replaced before it expires
+        or when the signing key changed."""
+        name = naming.metrics_token_name(cluster.name)
+        current = self.kube.get("v1", "Secret", cluster.namespace, name)
+        raw = ((current or {}).get("data") or {}).get("token")
+        if raw is not None:
+            try:
+                header = jwt.get_unverified_header(base64.b64decode(raw).decode())
+                claims = jwt.decode(base64.b64decode(raw), options={"verify_signature": False})
+                if (
+                    header.get("kid") == key.kid
+                    and float(claims["exp"]) - time.time() > METRICS_RENEW_SECONDS
+                ):
+                    return
+            except (jwt.PyJWTError, KeyError, ValueError):
+                pass  # unreadable: replaced below
+        token = key.mint(
+            OPERATOR_ISSUER, naming.audience(cluster.namespace, cluster.name), "prometheus",
+            scopes=("metrics",), ttl=METRICS_TOKEN_SECONDS,
+        )  # fmt: skip
+        secret = metrics_token_secret(cluster, token)
+        secret["metadata"]["ownerReferences"] = [owner_reference(body)]
+        self.kube.apply(secret)
 
     def ensure_audit_key(self, body: dict[str, Any], cluster: AgentMemoryCluster) -> None:
         """The audit chain's signing key (made once; the nodes mount it)."""

@@ -107,6 +107,11 @@ def audit_name(cluster: str) -> str:
     return f"{cluster}-audit"
 
 
+def metrics_token_name(cluster: str) -> str:
+    """The Secret with the token Prometheus scrapes ``/metrics`` with."""
+    return f"{cluster}-metrics"
+
+
 def ca_name(cluster: str) -> str:
     """The Secret of the cluster's CA (certificate and key), made by the operator."""
     return f"{cluster}-ca"

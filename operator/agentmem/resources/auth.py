@@ -84,3 +84,16 @@ def audit_secret(
         "metadata": metadata(cluster, naming.audit_name(cluster.name), naming.COMPONENT_NODE),
         "stringData": {AUDIT_KEY: private_pem.decode(), AUDIT_PUBLIC_KEY: public_pem.decode()},
     }
+
+
+def metrics_token_secret(cluster: AgentMemoryCluster, token: str) -> dict[str, Any]:
+    """The token Prometheus scrapes ``/metrics`` with (the ServiceMonitor names it)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": metadata(
+            cluster, naming.metrics_token_name(cluster.name), naming.COMPONENT_MONITORING
+        ),
+        "stringData": {"token": token},
+    }

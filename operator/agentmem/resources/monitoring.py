@@ -11,7 +11,25 @@ MONITORING_API = "monitoring.coreos.com/v1"
 
 
 def service_monitor(cluster: AgentMemoryCluster) -> dict[str, Any]:
-    """Scrapes ``/metrics`` of every memory node and router."""
+    """Scrapes ``/metrics`` of every memory node and router: with the operator's
+    ``metrics`` token (Secret ``<cluster>-metrics``) when auth is on, over HTTPS
+    with the cluster's CA when TLS is on."""
+    endpoint: dict[str, Any] = {
+        "port": "http",
+        "path": "/metrics",
+        "interval": cluster.spec.monitoring.service_monitor.interval,
+    }
+    if cluster.spec.auth.enabled:
+        endpoint["authorization"] = {
+            "type": "Bearer",
+            "credentials": {"name": naming.metrics_token_name(cluster.name), "key": "token"},
+        }
+    if cluster.spec.tls.enabled:
+        endpoint["scheme"] = "https"
+        endpoint["tlsConfig"] = {
+            "ca": {"secret": {"name": naming.tls_name(cluster.name), "key": "ca.crt"}},
+            "serverName": f"{cluster.name}.{cluster.namespace}.svc",
+        }
     return {
         "apiVersion": MONITORING_API,
         "kind": "ServiceMonitor",
@@ -27,13 +45,7 @@ def service_monitor(cluster: AgentMemoryCluster) -> dict[str, Any]:
                 }
             },
             "namespaceSelector": {"matchNames": [cluster.namespace]},
-            "endpoints": [
-                {
-                    "port": "http",
-                    "path": "/metrics",
-                    "interval": cluster.spec.monitoring.service_monitor.interval,
-                }
-            ],
+            "endpoints": [endpoint],
         },
     }
 
