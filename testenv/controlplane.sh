@@ -197,8 +197,20 @@ EOF
     || die_component etcd
   log "etcd healthy"
 
-  # --- kube-apiserver
+  # --- kube-apiserver, with an audit log of what service accounts do (the tests
+  # compare what the operator's ServiceAccount uses with what its role grants)
+  cat >"${DIR}/audit-policy.yaml" <<'POLICY'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+  - level: None
+POLICY
   start_proc kube-apiserver "${AGENTMEM_KUBE_APISERVER}" \
+    --audit-policy-file="${DIR}/audit-policy.yaml" --audit-log-path="${DIR}/logs/audit.log" \
+    --audit-log-format=json --audit-log-maxsize=200 \
     --etcd-servers="http://127.0.0.1:${etcd_port}" \
     --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="${api_port}" \
     --tls-cert-file="${pki}/apiserver.crt" --tls-private-key-file="${pki}/apiserver.key" \

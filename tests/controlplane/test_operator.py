@@ -177,7 +177,7 @@ def test_example_cluster_becomes_ready(controlplane: ControlPlane, operator: Ope
     assert status["directoryEpoch"] == 1
 
     expected = {
-        ("ServiceAccount", "demo-node"), ("Role", "demo-node"), ("RoleBinding", "demo-node"),
+        ("ServiceAccount", "demo-node"),
         ("ConfigMap", "demo-directory"), ("KafkaTopic", "agentmem." + ns + ".demo.events"),
         ("Service", "demo"), ("Service", "demo-router"), ("Deployment", "demo-router"),
         ("NetworkPolicy", "demo-node"), ("NetworkPolicy", "demo-router"),

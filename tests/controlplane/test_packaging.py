@@ -9,6 +9,7 @@ RBAC allows; a cluster reaching Ready with no 403 in its log proves the RBAC is 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -161,6 +162,70 @@ def wait_ready_as(operator: ChartOperator, namespace: str, name: str = "demo") -
     return wait_until(f"{name} Ready", check, timeout=120)
 
 
+Permission = tuple[str, str, str]  # (API group or "url", resource or URL, verb)
+
+#: What the operator's role grants for paths this test does not walk, and why.
+RARE_PATHS: dict[Permission, str] = {
+    ("", "services", "delete"): "a shard's Service is deleted when the shard retires",
+    ("apps", "statefulsets", "delete"): "a retired shard's StatefulSet",
+    ("apps", "deployments", "delete"): "the router Deployment when router.replicas is 0",
+    ("policy", "poddisruptionbudgets", "delete"): "a retired shard's budget",
+    ("networking.k8s.io", "networkpolicies", "delete"): "pruned when no longer rendered",
+    ("networking.k8s.io", "networkpolicies", "list"): "listed only to prune",
+    ("monitoring.coreos.com", "servicemonitors", "list"): "no Prometheus Operator here",
+    ("monitoring.coreos.com", "servicemonitors", "create"): "no Prometheus Operator here",
+    ("monitoring.coreos.com", "servicemonitors", "patch"): "no Prometheus Operator here",
+    ("monitoring.coreos.com", "servicemonitors", "delete"): "no Prometheus Operator here",
+    ("monitoring.coreos.com", "prometheusrules", "list"): "no Prometheus Operator here",
+    ("monitoring.coreos.com", "prometheusrules", "create"): "no Prometheus Operator here",
+    ("monitoring.coreos.com", "prometheusrules", "patch"): "no Prometheus Operator here",
+    ("monitoring.coreos.com", "prometheusrules", "delete"): "no Prometheus Operator here",
+    ("kafka.strimzi.io", "kafkatopics", "get"): "Strimzi is not installed here",
+    ("kafka.strimzi.io", "kafkatopics", "create"): "Strimzi is not installed here",
+    ("kafka.strimzi.io", "kafkatopics", "patch"): "Strimzi is not installed here",
+    ("", "secrets", "patch"): "the certificate is renewed 30 days before it expires",
+    ("", "pods", "list"): "the warm-up handshake of a rebalance",
+    ("agentmem.io", "agentmemoryclusters/finalizers", "update"): (
+        "checked by the OwnerReferencesPermissionEnforcement admission plugin, not enabled here"
+    ),
+}
+
+
+DISCOVERY = re.compile(r"^/(api|apis)(/[^/]+){0,2}$|^/version$")
+
+
+def granted_permissions(role: dict[str, Any]) -> set[Permission]:
+    out: set[Permission] = set()
+    for rule in role.get("rules") or []:
+        for verb in rule["verbs"]:
+            for url in rule.get("nonResourceURLs") or []:
+                out.add(("url", url, verb))
+            for group in rule.get("apiGroups") or []:
+                for resource in rule.get("resources") or []:
+                    out.add((group, resource, verb))
+    return out
+
+
+def audited_permissions(plane: ControlPlane, username: str) -> set[Permission]:
+    """What ``username`` did, from the API server's audit log."""
+    used: set[Permission] = set()
+    for line in (plane.dir / "logs" / "audit.log").read_text().splitlines():
+        event = json.loads(line)
+        if event.get("user", {}).get("username") != username:
+            continue
+        ref = event.get("objectRef")
+        if ref is None:
+            used.add(("url", event["requestURI"].split("?")[0], event["verb"]))
+            continue
+        resource = ref.get("resource", "")
+        if ref.get("subresource"):
+            resource += "/" + ref["subresource"]
+        used.add((ref.get("apiGroup", ""), resource, event["verb"]))
+        if event["verb"] == "patch" and event.get("responseStatus", {}).get("code") == 201:
+            used.add((ref.get("apiGroup", ""), resource, "create"))  # an apply that created
+    return used
+
+
 def release_deployment(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
     (deployment,) = kubectl.items(
         "deployments", namespace, "app.kubernetes.io/name=agentmem-operator"
@@ -297,6 +362,22 @@ def test_helm_install_upgrade_uninstall_with_the_charts_rbac(
         wait_ready_as(operator, namespace, "sample")
         assert "Upgrade complete" in helm.run("history", release, "-n", namespace)
         assert not operator.forbidden(), operator.tail()
+
+        # Least privilege, from the API server's audit log: every permission the role
+        # grants was used, or serves a path this test does not walk (RARE_PATHS).
+        subject = f"system:serviceaccount:{namespace}:{account}"
+        used = wait_until("the operator's requests in the audit log",
+                          lambda: audited_permissions(controlplane, subject))  # fmt: skip
+        granted: set[Permission] = set()
+        for name in (f"{release}-agentmem-operator", f"{release}-agentmem-operator-discovery"):
+            role = kubectl.get("clusterrole", name, "")
+            if role is not None:
+                granted |= granted_permissions(role)
+        # API discovery (/api, /apis/..., /version) is every user's, by system:discovery.
+        used = {p for p in used if not (p[0] == "url" and DISCOVERY.match(p[1]))}
+        assert used <= granted, sorted(used - granted)
+        unused = granted - used - set(RARE_PATHS)
+        assert not unused, f"granted, never used: {sorted(unused)}"
     finally:
         if operator is not None:
             operator.stop()

@@ -18,8 +18,6 @@ from agentmem.resources import (
     network_policy,
     prometheus_rule,
     redis_maxmemory,
-    role,
-    role_binding,
     router_deployment,
     router_network_policy,
     router_service,
@@ -223,20 +221,17 @@ def test_router_can_be_disabled(example: dict[str, Any]) -> None:
     assert ("Deployment", "demo-router") not in kinds
 
 
-def test_rbac_is_least_privilege(cluster: AgentMemoryCluster) -> None:
-    assert service_account(cluster)["metadata"]["name"] == "demo-node"
-    (rule,) = role(cluster)["rules"]
-    assert rule == {
-        "apiGroups": [""],
-        "resources": ["configmaps"],
-        "resourceNames": ["demo-directory"],
-        "verbs": ["get", "list", "watch"],
-    }
-    binding = role_binding(cluster)
-    assert binding["roleRef"]["name"] == "demo-node"
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": "demo-node", "namespace": "team-a"}
-    ]
+def test_nodes_and_routers_hold_no_api_access(cluster: AgentMemoryCluster) -> None:
+    """They read their directory and issuers from mounted files: no token, no Role."""
+    account = service_account(cluster)
+    assert account["metadata"]["name"] == "demo-node"
+    assert account["automountServiceAccountToken"] is False
+    kinds = {c["kind"] for c in children(cluster)}
+    assert not kinds & {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
+    for child in children(cluster):
+        if child["kind"] in ("StatefulSet", "Deployment"):
+            pod = child["spec"]["template"]["spec"]
+            assert pod["automountServiceAccountToken"] is False, child["metadata"]["name"]
 
 
 def test_network_policies_open_only_http_and_nodes_only_to_their_callers(

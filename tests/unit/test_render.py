@@ -54,7 +54,7 @@ def test_rendered_manifests_validate_against_kubernetes_1_35(path: Path) -> None
         validated.add(kind)
     assert validated >= {
         "StatefulSet", "Service", "PodDisruptionBudget", "Deployment", "ConfigMap",
-        "ServiceAccount", "Role", "RoleBinding", "NetworkPolicy",
+        "ServiceAccount", "NetworkPolicy",
     }  # fmt: skip
 
 
@@ -67,14 +67,14 @@ def test_basic_example_renders_every_child() -> None:
         assert ("Service", f"demo-shard-{shard}") in kinds
         assert ("PodDisruptionBudget", f"demo-shard-{shard}") in kinds
     for expected in [
-        ("ServiceAccount", "demo-node"), ("Role", "demo-node"), ("RoleBinding", "demo-node"),
+        ("ServiceAccount", "demo-node"),
         ("ConfigMap", "demo-directory"), ("KafkaTopic", "agentmem.prod.demo.events"),
         ("Service", "demo"), ("Service", "demo-router"), ("Deployment", "demo-router"),
         ("NetworkPolicy", "demo-node"), ("NetworkPolicy", "demo-router"),
         ("ServiceMonitor", "demo"), ("PrometheusRule", "demo"),
     ]:  # fmt: skip
         assert expected in kinds
-    assert len(kinds) == 21
+    assert len(kinds) == 19
 
 
 def test_render_from_stdin_through_the_console_script(tmp_path: Path) -> None:

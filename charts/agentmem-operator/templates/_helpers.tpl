@@ -88,11 +88,10 @@ certificate Secret it renews. Nothing else: no update or deletecollection.
 - apiGroups: ["agentmem.io"]
   resources: ["agentmemoryclusters/finalizers"]
   verbs: ["update"]
-# The directory ConfigMap is read and applied. list and watch because the nodes' Role
-# grants them, and RBAC lets nobody grant what it does not hold.
+# The directory and auth ConfigMaps are read and applied.
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "create", "patch"]
 # Client, router and shard Services: applied, listed and deleted when pruned or retired.
 - apiGroups: [""]
   resources: ["services"]
@@ -131,10 +130,6 @@ certificate Secret it renews. Nothing else: no update or deletecollection.
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
   verbs: ["list", "create", "patch", "delete"]
-# The nodes' Role and RoleBinding (read access to their directory ConfigMap only).
-- apiGroups: ["rbac.authorization.k8s.io"]
-  resources: ["roles", "rolebindings"]
-  verbs: ["create", "patch"]
 # The event topic in strimzi mode: applied and read for its Ready condition, never deleted.
 - apiGroups: ["kafka.strimzi.io"]
   resources: ["kafkatopics"]

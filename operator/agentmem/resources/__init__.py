@@ -7,8 +7,6 @@ them does I/O; the controller adopts and applies what they return.
 from agentmem.resources.access import (
     client_service,
     network_policy,
-    role,
-    role_binding,
     router_deployment,
     router_network_policy,
     router_service,
@@ -42,8 +40,6 @@ __all__ = [
     "network_policy",
     "prometheus_rule",
     "redis_maxmemory",
-    "role",
-    "role_binding",
     "router_deployment",
     "router_network_policy",
     "router_service",

@@ -77,7 +77,8 @@ def router_deployment(cluster: AgentMemoryCluster) -> dict[str, Any]:
     selector = naming.selector_labels(cluster.name, naming.COMPONENT_ROUTER)
     pod_spec: dict[str, Any] = {
         "serviceAccountName": naming.node_account_name(cluster.name),
-        "automountServiceAccountToken": True,
+        # Routers read their directory and issuers from mounted files: no API access.
+        "automountServiceAccountToken": False,
         "securityContext": pod_security(),
         "containers": [container],
         "volumes": volumes,
@@ -138,35 +139,6 @@ def service_account(cluster: AgentMemoryCluster) -> dict[str, Any]:
         "kind": "ServiceAccount",
         "metadata": metadata(cluster, name, naming.COMPONENT_ACCESS),
         "automountServiceAccountToken": False,
-    }
-
-
-def role(cluster: AgentMemoryCluster) -> dict[str, Any]:
-    """Least privilege: nodes and routers only read (and watch) their directory."""
-    name = naming.node_account_name(cluster.name)
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": metadata(cluster, name, naming.COMPONENT_ACCESS),
-        "rules": [
-            {
-                "apiGroups": [""],
-                "resources": ["configmaps"],
-                "resourceNames": [naming.directory_name(cluster.name)],
-                "verbs": ["get", "list", "watch"],
-            }
-        ],
-    }
-
-
-def role_binding(cluster: AgentMemoryCluster) -> dict[str, Any]:
-    name = naming.node_account_name(cluster.name)
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": metadata(cluster, name, naming.COMPONENT_ACCESS),
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": cluster.namespace}],
     }
 
 

@@ -10,8 +10,6 @@ from agentmem.model import AgentMemoryCluster
 from agentmem.resources.access import (
     client_service,
     network_policy,
-    role,
-    role_binding,
     router_deployment,
     router_network_policy,
     router_service,
@@ -48,8 +46,6 @@ def children(
     spec = cluster.spec
     out: list[dict[str, Any]] = [
         service_account(cluster),
-        role(cluster),
-        role_binding(cluster),
         directory_configmap(cluster, directory),
     ]
     if spec.event_log.kafka.topic_management == "strimzi":

@@ -379,7 +379,8 @@ def shard_statefulset(cluster: AgentMemoryCluster, shard: int) -> dict[str, Any]
         volumes.append({"name": "data", "emptyDir": {"sizeLimit": spec.cache.memory_limit}})
     pod_spec: dict[str, Any] = {
         "serviceAccountName": naming.node_account_name(cluster.name),
-        "automountServiceAccountToken": True,
+        # Nodes read their directory and issuers from mounted files: no API access.
+        "automountServiceAccountToken": False,
         "securityContext": pod_security(),
         "terminationGracePeriodSeconds": 30,
         "initContainers": [redis_container(cluster)],
