@@ -98,6 +98,7 @@ def node(args: argparse.Namespace) -> int:
             cluster_uid=args.cluster_uid,
             directory_file=args.directory_file,
             auth_file=args.auth_file,
+            no_auth=args.no_auth,
             quotas=args.quotas,
             audit_key_file=args.audit_key_file,
             tls_cert=args.tls_cert,
@@ -350,8 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--auth-file",
         default=env("AGENTMEM_AUTH_FILE"),
-        help="the trusted token issuers (JSON, see docs/security.md); without it, no "
-        "authentication",
+        help="the trusted token issuers (JSON, see docs/security.md)",
+    )
+    p.add_argument(
+        "--no-auth",
+        action="store_true",
+        default=env("AGENTMEM_NO_AUTH", "").lower() == "true",
+        help="accept requests without a token (local experiments only)",
     )
     p.add_argument(
         "--max-value-bytes",
@@ -509,8 +515,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--auth-file",
         default=env("AGENTMEM_AUTH_FILE"),
-        help="the trusted token issuers (JSON, see docs/security.md); without it, no "
-        "authentication",
+        help="the trusted token issuers (JSON, see docs/security.md)",
+    )
+    p.add_argument(
+        "--no-auth",
+        action="store_true",
+        default=env("AGENTMEM_NO_AUTH", "").lower() == "true",
+        help="accept requests without a token (local experiments only)",
     )
     p.add_argument(
         "--tls-cert",

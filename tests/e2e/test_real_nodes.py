@@ -69,3 +69,9 @@ def test_the_operator_runs_real_memory_nodes_that_keep_every_write(
         status, body = http("GET", url, token=token, context=tls)
         assert status == 200, (agent, body)
         assert body["version"] == version
+
+    # Least privilege: the pods' ServiceAccount holds no role and mounts no token,
+    # and the API server's audit log shows it never made a request.
+    audit = (e2e.plane.dir / "logs" / "audit.log").read_text()
+    assert f'"username":"system:serviceaccount:{ns}:demo-node"' not in audit
+    assert f'"username":"system:serviceaccount:{ns}:load"' not in audit  # tokens, not calls

@@ -182,6 +182,8 @@ class NodeProcess:
             "--partitions", str(self.options.get("partitions", PARTITIONS)),
             "--listen", f"127.0.0.1:{self.port}",
         ]  # fmt: skip
+        if "auth_file" not in self.options:
+            args.append("--no-auth")  # these tiers test the data path, not its door
         for name, value in self.options.items():
             if name != "partitions":
                 args += [f"--{name.replace('_', '-')}", value]

@@ -43,7 +43,7 @@ def test_router_forwards_to_the_owning_shard_and_follows_the_directory(
     log = (tmp_path / "router.log").open("wb")
     router = subprocess.Popen(
         [sys.executable, "-m", "agentmem", "router", "--directory-file", str(path),
-         "--listen", f"127.0.0.1:{router_port}"],
+         "--listen", f"127.0.0.1:{router_port}", "--no-auth"],
         stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(),
     )  # fmt: skip
     try:

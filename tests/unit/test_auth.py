@@ -16,6 +16,7 @@ from agentmem.runtime.auth import (
     SigningKey,
     Verifier,
     issuer_entry,
+    load_verifier,
 )
 
 AUD = "agentmem.io/team/memory"
@@ -124,3 +125,9 @@ def test_tokens_of_shared_secrets_are_never_accepted() -> None:
         ]}, "jwksUrl": "http://127.0.0.1:9/jwks"}]}
     )  # fmt: skip
     assert config.issuers["x"].keys == {}
+
+
+def test_a_node_or_router_without_issuers_starts_only_when_told_to() -> None:
+    with pytest.raises(ValueError, match="--no-auth"):
+        load_verifier(None, "agentmem node")
+    assert load_verifier(None, "agentmem node", no_auth=True) is None

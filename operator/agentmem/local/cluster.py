@@ -280,7 +280,7 @@ class LocalCluster:
         ]  # fmt: skip
 
     def _auth_args(self) -> list[str]:
-        return ["--auth-file", str(self.auth_file)] if self.auth else []
+        return ["--auth-file", str(self.auth_file)] if self.auth else ["--no-auth"]
 
     def spawn_node(self, shard: int) -> None:
         """Start (or start again) the memory node of one shard."""

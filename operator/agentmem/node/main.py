@@ -89,7 +89,7 @@ async def serve(settings: NodeSettings) -> None:
     # The applier and sampler threads share the GIL with the event loop: hand it
     # over more often than the 5 ms default, so no request waits that long for it.
     sys.setswitchinterval(0.0005)
-    verifier = load_verifier(settings.auth_file, "agentmem node")
+    verifier = load_verifier(settings.auth_file, "agentmem node", settings.no_auth)
     quotas = Quotas.from_json(settings.quotas)
     node = build(settings)
     await node.start()

@@ -36,6 +36,8 @@ class NodeSettings:
     directory_file: str | None = None
     #: The trusted issuers (JSON, see agentmem.runtime.auth); None: no authentication.
     auth_file: str | None = None
+    #: Authentication off, explicitly (without it and without auth_file, no start).
+    no_auth: bool = False
     #: The cluster's audit signing key (PEM); the signer is replica 0 of each shard
     #: (``audit_signer`` auto), or as set.
     audit_key_file: str | None = None

@@ -183,6 +183,8 @@ def common_env(cluster: AgentMemoryCluster) -> list[dict[str, Any]]:
     ]
     if cluster.spec.auth.enabled:
         env.append({"name": "AGENTMEM_AUTH_FILE", "value": f"{AUTH_MOUNT}/{naming.AUTH_KEY}"})
+    else:
+        env.append({"name": "AGENTMEM_NO_AUTH", "value": "true"})
     if cluster.spec.tls.enabled:
         env += [
             {"name": f"AGENTMEM_TLS_{name.upper()}", "value": f"{SERVING_TLS_MOUNT}/{file}"}

@@ -71,6 +71,7 @@ class RouterConfig:
     timeout: float = 30.0
     #: The trusted issuers; None: no authentication.
     auth_file: str | None = None
+    no_auth: bool = False
     #: HTTPS for clients with this certificate; with the cluster CA too, HTTPS to the
     #: nodes, checked against the CA and presenting the same certificate (mutual TLS).
     tls_cert: str | None = None
@@ -88,7 +89,7 @@ class Router:
     def __init__(self, config: RouterConfig) -> None:
         self.config = config
         self.follower = DirectoryFollower(config.directory_file)
-        self.verifier = load_verifier(config.auth_file, "agentmem router")
+        self.verifier = load_verifier(config.auth_file, "agentmem router", config.no_auth)
         #: How the nodes are reached: https with the cluster CA, else http.
         self.scheme = "https" if config.tls is not None and config.tls.ca else "http"
         self.upstream: Reloading | None = (

@@ -430,16 +430,25 @@ def follow_while_serving(app: web.Application, verifier: Verifier) -> None:
     app.cleanup_ctx.append(following)
 
 
-def load_verifier(path: str | None, service: str) -> Verifier | None:
-    """The verifier of an auth config file; None (with a warning) without one."""
-    if not path:
-        log.warning(
-            "%s: authentication is OFF: anyone who can reach this port reads and writes every "
-            "tenant (give --auth-file, see docs/security.md)",
-            service,
+def load_verifier(path: str | None, service: str, no_auth: bool = False) -> Verifier | None:
+    """The verifier of an auth config file; None (with a warning) when turned off.
+
+    Off must be asked for: without a file and without ``no_auth``, this refuses
+    to start (a ValueError that says what to give).
+    """
+    if path:
+        return Verifier(path)
+    if not no_auth:
+        raise ValueError(
+            f"{service}: give the trusted token issuers (--auth-file or AGENTMEM_AUTH_FILE, see "
+            "docs/security.md), or --no-auth (AGENTMEM_NO_AUTH=true) to run without "
+            "authentication for a local experiment"
         )
-        return None
-    return Verifier(path)
+    log.warning(
+        "%s: authentication is OFF: anyone who can reach this port reads and writes every "
+        "tenant", service
+    )  # fmt: skip
+    return None
 
 
 def refusal(exc: AuthError) -> web.Response:
