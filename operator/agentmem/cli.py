@@ -215,6 +215,29 @@ def mcp(args: argparse.Namespace) -> int:
     )
 
 
+def _security_args(p: argparse.ArgumentParser, ca_help: str) -> None:
+    """The flags of a node's and a router's door: token issuers and TLS."""
+    env = os.environ.get
+    p.add_argument(
+        "--auth-file",
+        default=env("AGENTMEM_AUTH_FILE"),
+        help="the trusted token issuers (JSON, see docs/security.md)",
+    )
+    p.add_argument(
+        "--no-auth",
+        action="store_true",
+        default=env("AGENTMEM_NO_AUTH", "").lower() == "true",
+        help="accept requests without a token (local experiments only)",
+    )
+    p.add_argument(
+        "--tls-cert",
+        default=env("AGENTMEM_TLS_CERT"),
+        help="serve HTTPS with this certificate (PEM); reread when it changes",
+    )
+    p.add_argument("--tls-key", default=env("AGENTMEM_TLS_KEY"), help="its private key (PEM)")
+    p.add_argument("--tls-ca", default=env("AGENTMEM_TLS_CA"), help=ca_help)  # fmt: skip
+
+
 def _env_int(name: str) -> int | None:
     raw = os.environ.get(name)
     return int(raw) if raw and raw.isdigit() else None
@@ -314,17 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=env("AGENTMEM_DIRECTORY_FILE"),
         help="the directory JSON to follow; without it this node serves every partition",
     )
-    p.add_argument(
-        "--tls-cert",
-        default=env("AGENTMEM_TLS_CERT"),
-        help="serve HTTPS with this certificate (PEM); reread when it changes",
-    )
-    p.add_argument("--tls-key", default=env("AGENTMEM_TLS_KEY"), help="its private key (PEM)")
-    p.add_argument(
-        "--tls-ca",
-        default=env("AGENTMEM_TLS_CA"),
-        help="the cluster CA: data requests need a client certificate it signed",
-    )
+    _security_args(p, "the cluster CA: data requests need a client certificate it signed")
     p.add_argument(
         "--audit-key-file",
         default=env("AGENTMEM_AUDIT_KEY_FILE"),
@@ -347,17 +360,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=env("AGENTMEM_QUOTAS", ""),
         help='per-tenant quotas and per-client bounds, JSON: {"default": {"writesPerSecond": '
         '100, "burst": 200, "watchers": 50}, "tenants": {"acme": {...}}, "client": {...}}',
-    )
-    p.add_argument(
-        "--auth-file",
-        default=env("AGENTMEM_AUTH_FILE"),
-        help="the trusted token issuers (JSON, see docs/security.md)",
-    )
-    p.add_argument(
-        "--no-auth",
-        action="store_true",
-        default=env("AGENTMEM_NO_AUTH", "").lower() == "true",
-        help="accept requests without a token (local experiments only)",
     )
     p.add_argument(
         "--max-value-bytes",
@@ -512,28 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=env("AGENTMEM_DIRECTORY_FILE"),
         help="the directory JSON to follow",
     )
-    p.add_argument(
-        "--auth-file",
-        default=env("AGENTMEM_AUTH_FILE"),
-        help="the trusted token issuers (JSON, see docs/security.md)",
-    )
-    p.add_argument(
-        "--no-auth",
-        action="store_true",
-        default=env("AGENTMEM_NO_AUTH", "").lower() == "true",
-        help="accept requests without a token (local experiments only)",
-    )
-    p.add_argument(
-        "--tls-cert",
-        default=env("AGENTMEM_TLS_CERT"),
-        help="serve HTTPS with this certificate (PEM); reread when it changes",
-    )
-    p.add_argument("--tls-key", default=env("AGENTMEM_TLS_KEY"), help="its private key (PEM)")
-    p.add_argument(
-        "--tls-ca",
-        default=env("AGENTMEM_TLS_CA"),
-        help="the cluster CA: nodes are checked against it, see the router's cert",
-    )
+    _security_args(p, "the cluster CA: nodes are checked against it, see the router's cert")
     p.set_defaults(func=router)
     return parser
 

@@ -86,7 +86,6 @@ class LocalCluster:
         if ca_file.exists():
             ca = Authority(ca_file.read_bytes(), key_file.read_bytes())
         else:
-            self.tls_dir.mkdir(parents=True, exist_ok=True)
             ca = Authority.create(f"agentmem up CA ({self.data.name})")
             _write_private(key_file, ca.key_pem)
             ca_file.write_bytes(ca.cert_pem)
@@ -125,26 +124,16 @@ class LocalCluster:
     def signing_key(self) -> SigningKey:
         """The cluster's token signing key (made at the first start)."""
         path = self.data / "auth" / "signing.pem"
-        if path.exists():
-            return SigningKey.from_pem(path.read_bytes())
-        key = SigningKey.generate()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key.pem())
-        return key
+        if not path.exists():
+            _write_private(path, SigningKey.generate().pem())
+        return SigningKey.from_pem(path.read_bytes())
 
     def audit_key(self) -> AuditKey:
         """The key that signs the audit chain (made at the first start)."""
         path = self.data / "auth" / "audit.pem"
-        if path.exists():
-            return AuditKey.from_pem(path.read_bytes())
-        key = AuditKey.generate()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key.pem())
-        return key
+        if not path.exists():
+            _write_private(path, AuditKey.generate().pem())
+        return AuditKey.from_pem(path.read_bytes())
 
     def audit_settings(self) -> NodeSettings:
         """Where ``agentmem audit verify --data`` finds the log and the checkpoints
@@ -182,9 +171,7 @@ class LocalCluster:
         }
         self.auth_file.write_text(json.dumps(config, indent=2), encoding="utf-8")
         token = self.mint(DEV_SUBJECT, tenant="*", scopes=SCOPES, ttl=DEV_TOKEN_SECONDS)
-        fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(token + "\n")
+        _write_private(self.token_file, (token + "\n").encode())
 
     # Files ---------------------------------------------------------------------------
 
@@ -353,6 +340,8 @@ class LocalCluster:
 
 
 def _write_private(path: Path, data: bytes) -> None:
+    """Write a file only its owner reads (its folder made if missing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)

@@ -29,7 +29,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +50,7 @@ from agentmem.runtime.auth import (
     load_verifier,
     refusal,
 )
+from agentmem.runtime.serve import run_while_serving
 from agentmem.runtime.tls import Reloading, TlsFiles, serve_tls
 
 log = logging.getLogger("agentmem.router")
@@ -371,16 +372,7 @@ async def serve(config: RouterConfig) -> None:
     app = create_app(router)
     context = serve_tls(app, config.tls, mutual=False)
     if router.upstream is not None:
-        upstream = router.upstream
-
-        async def following(app: web.Application) -> AsyncIterator[None]:
-            task = asyncio.create_task(upstream.follow())
-            yield
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-        app.cleanup_ctx.append(following)
+        run_while_serving(app, router.upstream.follow)
     try:
         await serve_until_stopped(
             app,

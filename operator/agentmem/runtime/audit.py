@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from agentmem.eventlog.ports import LogRecord
+from agentmem.runtime.tls import private_pem
 from agentmem.store.ports import AuditCheckpoint
 
 GENESIS = "00" * 32
@@ -85,11 +86,7 @@ class AuditKey:
         return cls(key)
 
     def pem(self) -> bytes:
-        return self.private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+        return private_pem(self.private)
 
     def public_pem(self) -> bytes:
         return self.private.public_key().public_bytes(

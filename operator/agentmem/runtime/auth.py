@@ -30,14 +30,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +46,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agentmem.runtime.errors import json_error
+from agentmem.runtime.serve import run_while_serving
+from agentmem.runtime.tls import private_pem
 
 log = logging.getLogger(__name__)
 
@@ -419,15 +420,7 @@ class Verifier:
 
 def follow_while_serving(app: web.Application, verifier: Verifier) -> None:
     """Keep ``verifier`` following its config file for as long as ``app`` serves."""
-
-    async def following(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(verifier.follow())
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    app.cleanup_ctx.append(following)
+    run_while_serving(app, verifier.follow)
 
 
 def load_verifier(path: str | None, service: str, no_auth: bool = False) -> Verifier | None:
@@ -481,11 +474,7 @@ class SigningKey:
         return cls(key)
 
     def pem(self) -> bytes:
-        return self.private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+        return private_pem(self.private)
 
     def jwk(self) -> dict[str, Any]:
         public: dict[str, Any] = jwt.algorithms.ECAlgorithm.to_jwk(

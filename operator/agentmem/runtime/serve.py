@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import ssl
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -47,6 +47,19 @@ async def serve_until_stopped(
     if on_stop is not None:
         on_stop()
     await runner.cleanup()
+
+
+def run_while_serving(app: web.Application, make: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run the coroutine ``make()`` as a task for as long as ``app`` serves."""
+
+    async def running(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(make())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    app.cleanup_ctx.append(running)
 
 
 def run_service(main: Callable[[], Coroutine[Any, Any, None]], name: str) -> int:

@@ -14,20 +14,22 @@ certificate per cluster for nodes and routers (server and client use).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import ipaddress
 import logging
 import os
 import ssl
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from agentmem.runtime.serve import run_while_serving
 
 log = logging.getLogger(__name__)
 
@@ -96,15 +98,7 @@ def serve_tls(app: web.Application, files: TlsFiles | None, mutual: bool) -> ssl
     if files is None:
         return None
     reloading = Reloading(files, server=True)
-
-    async def following(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(reloading.follow())
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    app.cleanup_ctx.append(following)
+    run_while_serving(app, reloading.follow)
     app[MUTUAL_TLS] = mutual
     return reloading.context
 
@@ -135,7 +129,8 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def _pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+def private_pem(key: ec.EllipticCurvePrivateKey | Ed25519PrivateKey) -> bytes:
+    """A private key as unencrypted PKCS#8 PEM (for a Secret or a 0600 file)."""
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -176,7 +171,7 @@ class Authority:
             .add_extension(usage, critical=True)
             .sign(key, hashes.SHA256())
         )
-        return cls(cert.public_bytes(serialization.Encoding.PEM), _pem(key))
+        return cls(cert.public_bytes(serialization.Encoding.PEM), private_pem(key))
 
     def issue(
         self,
@@ -208,7 +203,7 @@ class Authority:
             )
             .sign(self.key, hashes.SHA256())
         )
-        return cert.public_bytes(serialization.Encoding.PEM), _pem(key)
+        return cert.public_bytes(serialization.Encoding.PEM), private_pem(key)
 
 
 def needs_renewal(cert_pem: bytes, renew_days: int = RENEW_DAYS) -> bool:
