@@ -135,6 +135,7 @@ def router(args: argparse.Namespace) -> int:
             directory_file=args.directory_file,
             listen=args.listen,
             auth_file=args.auth_file,
+            no_auth=args.no_auth,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
             tls_ca=args.tls_ca,

@@ -28,6 +28,7 @@ from agentmem.local import LocalCluster
 from agentmem.local.cluster import CLUSTER, ISSUER, NAMESPACE
 from agentmem.model.naming import audience as audience_of
 from agentmem.runtime.auth import SigningKey
+from tests.local.conftest import start_cluster
 
 Answer = tuple[int, dict[str, str], Any]
 
@@ -303,3 +304,14 @@ def test_fuzzed_tokens_and_bodies_get_no_5xx_and_cross_no_tenant(
     if kind != "own_tenant":  # no fuzzed token, and no other tenant's, reaches the victim
         assert status in (401, 403), (status, answer)
     assert status < 300 or (isinstance(answer, dict) and answer.get("error")), answer
+
+
+def test_a_cluster_started_without_auth_answers_without_tokens(tmp_path: Any) -> None:
+    cluster = start_cluster(tmp_path / "open", shards=1, auth=False)
+    try:
+        for base in (cluster.router_url, node_url(cluster)):
+            status, _, body = call(base, "GET", key_path("acme"))
+            assert (status, body["error"]) == (404, "not_found"), (base, body)
+        assert not cluster.token_file.exists()
+    finally:
+        cluster.stop()
