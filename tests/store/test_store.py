@@ -189,3 +189,23 @@ def test_serialization_failures_are_retried(postgres: PostgresServer, schema: st
     assert result[0].status == "written"
     assert store.offsets([3])[3].offset == 14
     store.close()
+
+
+def test_stored_bytes_are_counted_per_tenant_in_bytes(
+    store_factory: Callable[[], DurableStore],
+) -> None:
+    store = store_factory()
+    store.open("uid", "topic")
+    values = {("acme", "k1"): '"héllo"', ("acme", "k2"): "[1,2,3]", ("globex", "k"): '"x"'}
+    log = [
+        LogRecord(
+            p, 0, T0,
+            Event("put", tenant, "bot", key, value, None, None, "", "test", 0).encode(),  # type: ignore[arg-type]
+            f"{tenant}/bot/{key}".encode(),
+        )
+        for p, ((tenant, key), value) in enumerate(values.items())
+    ]  # fmt: skip
+    for record in log:
+        store.write(record.partition, 0, 0, changes_of(record.partition, [record], WINDOW))
+    # Across partitions, by tenant; bytes of the UTF-8 text ("é" is two).
+    assert store.tenant_bytes() == {"acme": 8 + 7, "globex": 3}

@@ -131,3 +131,36 @@ def test_quotas_name_what_is_wrong() -> None:
             assert where in str(exc)
         else:
             raise AssertionError(bad)
+
+
+def test_a_tenant_over_its_stored_bytes_writes_again_once_it_deletes(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        quotas = {"tenants": {"acme": {"storedBytes": 1000}}, "usageIntervalSeconds": 0.2}
+        async with serve(tmp_path, quotas) as base, aiohttp.ClientSession() as s:
+
+            def url(tenant: str, key: str) -> str:
+                return f"{base}/v1/tenants/{tenant}/agents/bot/keys/{key}"
+
+            async def put(tenant: str, key: str) -> tuple[int, dict[str, Any]]:
+                async with s.put(url(tenant, key), json="x" * 600, headers=token("bot")) as r:
+                    return r.status, await r.json()
+
+            assert (await put("acme", "a"))[0] == 200
+            assert (await put("acme", "b"))[0] == 200  # not counted yet: at most one interval
+            deadline = asyncio.get_running_loop().time() + 20
+            while True:  # the write-behind reaches the store, then the count sees it
+                status, body = await put("acme", "c")
+                if status == 429:
+                    break
+                assert asyncio.get_running_loop().time() < deadline, body
+                await asyncio.sleep(0.2)
+            assert body["error"] == "stored_bytes_exceeded" and "1000" in body["message"], body
+            assert (await put("globex", "a"))[0] == 200  # another tenant, no quota
+            for key in ("a", "b", "c"):  # deletes are always let through
+                async with s.delete(url("acme", key), headers=token("bot")) as r:
+                    assert r.status == 200
+            while (await put("acme", "d"))[0] == 429:
+                assert asyncio.get_running_loop().time() < deadline + 20
+                await asyncio.sleep(0.2)
+
+    asyncio.run(scenario())

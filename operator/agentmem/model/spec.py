@@ -684,6 +684,16 @@ class TenantQuota(Model):
     watchers: int = Field(
         0, ge=0, le=100_000, description="Concurrent watch streams of the tenant on a node."
     )
+    stored_bytes: int = Field(
+        0,
+        ge=0,
+        le=2**50,
+        description=(
+            "Bytes of the tenant's live values in the whole cluster, as the durable store "
+            "counts them every usageIntervalSeconds; over it, writes other than deletes are "
+            "refused (needs spec.store)."
+        ),
+    )
 
 
 class TenantQuotaOverride(TenantQuota):
@@ -710,6 +720,9 @@ class Quotas(Model):
         default_factory=list, max_length=10_000, description="Limits of named tenants."
     )
     client: ClientBounds = nested(ClientBounds, "Bounds of each client on each node.")
+    usage_interval_seconds: int = Field(
+        30, ge=1, le=3600, description="How often the tenants' stored bytes are counted."
+    )
 
     def to_node(self) -> str:
         """The nodes' AGENTMEM_QUOTAS (JSON)."""
@@ -717,7 +730,12 @@ class Quotas(Model):
             t.tenant: {k: v for k, v in t.to_api().items() if k != "tenant"} for t in self.tenants
         }
         return json.dumps(
-            {"default": self.default.to_api(), "tenants": tenants, "client": self.client.to_api()},
+            {
+                "default": self.default.to_api(),
+                "tenants": tenants,
+                "client": self.client.to_api(),
+                "usageIntervalSeconds": self.usage_interval_seconds,
+            },
             sort_keys=True,
             separators=(",", ":"),
         )

@@ -42,6 +42,7 @@ from agentmem.runtime.auth import (
     refusal,
 )
 from agentmem.runtime.errors import json_error
+from agentmem.runtime.serve import run_while_serving
 from agentmem.runtime.tls import MUTUAL_TLS, has_client_cert
 from agentmem.store.ports import Record
 
@@ -576,7 +577,7 @@ async def agent_route(request: web.Request) -> web.StreamResponse:
         grant.check(scope, tenant, agent)
         admission = request.app[ADMISSION_KEY]
         if scope == "write":
-            admission.write(tenant)
+            admission.write(tenant, grows=request.method != "DELETE")
         kind = _held_kind(request, rest)
         if kind is None:
             request[GRANT_KEY] = grant
@@ -611,7 +612,10 @@ def create_app(
     app = web.Application(client_max_size=node.settings.max_value_bytes + 64 * 1024)
     app[NODE_KEY] = node
     app[AUTH_KEY] = verifier
-    app[ADMISSION_KEY] = Admission(quotas or Quotas())
+    admission = app[ADMISSION_KEY] = Admission(quotas or Quotas())
+    store = node.store
+    if admission.quotas.counts_storage and store is not None:
+        run_while_serving(app, lambda: admission.count_storage(lambda: store.get().tenant_bytes()))
     if verifier is not None:
         follow_while_serving(app, verifier)
     app.router.add_route("*", "/v1/tenants/{tenant}/agents/{agent}/{rest:.*}", agent_route)

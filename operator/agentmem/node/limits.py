@@ -14,14 +14,18 @@ one caller can make a node hold in memory, whatever its quota.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from agentmem.node.errors import OverLimit
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,9 @@ class TenantQuota:
     burst: int = 0
     #: Concurrent watch streams on this node (0: no limit).
     watchers: int = 0
+    #: Bytes of live values across the cluster (0: no limit), as the durable store
+    #: counts them every ``usage_interval`` seconds.
+    stored_bytes: int = 0
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any], where: str) -> TenantQuota:
@@ -38,11 +45,12 @@ class TenantQuota:
             rate = float(doc.get("writesPerSecond", 0))
             burst = int(doc.get("burst", 0))
             watchers = int(doc.get("watchers", 0))
+            stored = int(doc.get("storedBytes", 0))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{where}: {exc}") from None
-        if rate < 0 or burst < 0 or watchers < 0:
+        if rate < 0 or burst < 0 or watchers < 0 or stored < 0:
             raise ValueError(f"{where}: limits are zero (none) or positive")
-        return cls(rate, burst or max(1, int(rate)), watchers)
+        return cls(rate, burst or max(1, int(rate)), watchers, stored)
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,13 @@ class Quotas:
     default: TenantQuota = TenantQuota()
     tenants: Mapping[str, TenantQuota] | None = None
     client: ClientBounds = ClientBounds()
+    #: How often the stored bytes of every tenant are counted.
+    usage_interval: float = 30.0
+
+    @property
+    def counts_storage(self) -> bool:
+        quotas = [self.default, *(self.tenants or {}).values()]
+        return any(q.stored_bytes for q in quotas)
 
     @classmethod
     def from_json(cls, text: str) -> Quotas:
@@ -78,7 +93,8 @@ class Quotas:
             watchers=int(client.get("watchers", ClientBounds.watchers)),
             history=int(client.get("history", ClientBounds.history)),
         )
-        return cls(default, tenants, bounds)
+        interval = float(doc.get("usageIntervalSeconds", 30.0))
+        return cls(default, tenants, bounds, interval)
 
     def of(self, tenant: str) -> TenantQuota:
         return (self.tenants or {}).get(tenant, self.default)
@@ -98,11 +114,21 @@ class Admission:
         self.quotas = quotas
         self.clock = clock
         self._buckets: dict[str, _Bucket] = {}
+        #: Stored bytes of each tenant, as last counted (see :meth:`count_storage`).
+        self.usage: dict[str, int] = {}
         self._held: dict[tuple[str, str], int] = {}  # (kind, who) -> in use
 
-    def write(self, tenant: str) -> None:
-        """Take one write from the tenant's bucket, or raise 429."""
+    def write(self, tenant: str, grows: bool = True) -> None:
+        """Take one write from the tenant's bucket, or raise 429; a write that may
+        grow the tenant's memory (not a delete) also needs room in its storage."""
         quota = self.quotas.of(tenant)
+        if grows and quota.stored_bytes and self.usage.get(tenant, 0) >= quota.stored_bytes:
+            raise OverLimit(
+                f"tenant {tenant!r} stores {self.usage[tenant]} bytes, its quota is "
+                f"{quota.stored_bytes}: delete keys (or let them expire) to write again",
+                code="stored_bytes_exceeded",
+                retry_after=self.quotas.usage_interval,
+            )
         if quota.writes_per_second <= 0:
             return
         now = self.clock()
@@ -122,6 +148,16 @@ class Admission:
                 retry_after=max(1.0, wait),
             )
         bucket.level -= 1.0
+
+    async def count_storage(self, count: Callable[[], dict[str, int]]) -> None:
+        """Count every tenant's stored bytes with ``count`` (blocking: run in a thread)
+        every ``usage_interval`` seconds, until cancelled."""
+        while True:
+            try:
+                self.usage = await asyncio.to_thread(count)
+            except Exception as exc:
+                log.warning("counting the tenants' stored bytes failed: %s", exc)
+            await asyncio.sleep(self.quotas.usage_interval)
 
     @contextmanager
     def hold(self, kind: str, tenant: str, subject: str) -> Iterator[None]:

@@ -141,6 +141,10 @@ class DurableStore(Protocol):
         """Every fact of a partition and its offset, read in one transaction."""
         ...
 
+    def tenant_bytes(self) -> dict[str, int]:
+        """The bytes of the live values of each tenant, over every partition."""
+        ...
+
     def open_audit(self, cluster_uid: str) -> None:
         """Open to read a cluster's checkpoints only (whatever topic its facts follow)."""
         ...

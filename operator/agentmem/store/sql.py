@@ -107,6 +107,9 @@ class SqlStore:
     lock_clause = ""
     #: How the store is named in messages.
     name = "the durable store"
+    #: The tenant of a record's path (``tenant/agent/key``), and a value's size in bytes.
+    tenant_of_path = "split_part(path, '/', 1)"
+    value_bytes = "octet_length(value)"
 
     def __init__(self) -> None:
         self.cluster_uid = ""
@@ -203,6 +206,15 @@ class SqlStore:
         for p, offset, log_time in rows:
             out[int(p)] = Stored(int(offset), int(log_time))
         return out
+
+    def tenant_bytes(self) -> dict[str, int]:
+        with self._session(write=False) as s:
+            rows = self._run(
+                s,
+                f"SELECT {self.tenant_of_path}, SUM({self.value_bytes}) FROM {{t}}records"
+                f" GROUP BY {self.tenant_of_path}",
+            ).fetchall()
+        return {str(tenant): int(total or 0) for tenant, total in rows}
 
     # The audit chain's checkpoints ---------------------------------------------
 

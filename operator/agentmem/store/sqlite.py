@@ -15,6 +15,8 @@ from agentmem.store.sql import RetryableTransactionError, Session, SqlStore
 
 class SqliteStore(SqlStore):
     param = "?"
+    tenant_of_path = "substr(path, 1, instr(path, '/') - 1)"
+    value_bytes = "length(CAST(value AS BLOB))"
 
     def __init__(self, path: str | Path) -> None:
         super().__init__()
