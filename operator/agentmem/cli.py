@@ -100,6 +100,7 @@ def node(args: argparse.Namespace) -> int:
             auth_file=args.auth_file,
             no_auth=args.no_auth,
             quotas=args.quotas,
+            semantic=args.semantic,
             audit_key_file=args.audit_key_file,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
@@ -158,6 +159,11 @@ def up(args: argparse.Namespace) -> int:
             redis=args.redis,
             auth=not args.no_auth,
             tls=args.tls,
+            semantic=args.semantic,
+            dimensions=args.dimensions,
+            milvus=args.milvus,
+            embedder=args.embedder,
+            embedder_model=args.embedder_model,
         )
     )
 
@@ -363,6 +369,13 @@ def build_parser() -> argparse.ArgumentParser:
         '100, "burst": 200, "watchers": 50}, "tenants": {"acme": {...}}, "client": {...}}',
     )
     p.add_argument(
+        "--semantic",
+        default=env("AGENTMEM_SEMANTIC", ""),
+        help='semantic memory, JSON: {"uri": "http://milvus:19530", "dimensions": 384, '
+        '"metric": "COSINE", "embedder": {"kind": "openai", "url": ".../v1", "model": "..."}} '
+        "(docs/semantic.md); empty: off",
+    )
+    p.add_argument(
         "--max-value-bytes",
         type=int,
         default=_env_int("AGENTMEM_MAX_VALUE_BYTES") or 1024 * 1024,
@@ -458,6 +471,23 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="HTTPS everywhere with a CA made in the data directory (mutual TLS to the nodes)",
     )
+    p.add_argument(
+        "--semantic",
+        action="store_true",
+        help="semantic memory: a vector index (Milvus Lite in the data directory, port+50) and "
+        "an embedder, so agents can search by meaning",
+    )
+    p.add_argument(
+        "--dimensions", type=int, default=384, help="of the vectors (default: %(default)s)"
+    )
+    p.add_argument("--milvus", metavar="URI", help="a Milvus server instead of Milvus Lite")
+    p.add_argument(
+        "--embedder",
+        default="hashing",
+        help="hashing (deterministic, no model; the default) or an OpenAI-compatible endpoint "
+        "(http://host:port/v1)",
+    )
+    p.add_argument("--embedder-model", default="", help="the model the endpoint should use")
     p.set_defaults(func=up)
 
     p = sub.add_parser("audit", help="the signed audit chain of the event log")

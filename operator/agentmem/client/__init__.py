@@ -27,7 +27,7 @@ from agentmem.client.errors import (
     UnavailableError,
 )
 from agentmem.client.sync import Memory
-from agentmem.client.types import Change, Item, Written
+from agentmem.client.types import Change, Hit, Item, Written
 
 __all__ = [
     "AgentmemError",
@@ -37,6 +37,7 @@ __all__ = [
     "Consistency",
     "ContendedError",
     "ForbiddenError",
+    "Hit",
     "IncompleteError",
     "InvalidRequestError",
     "Item",

@@ -40,9 +40,10 @@ from agentmem.client.errors import (
     UnavailableError,
     error_for,
 )
-from agentmem.client.types import Change, Item, Written
+from agentmem.client.types import Change, Hit, Item, Written
 from agentmem.directory import Directory, DirectoryError, ShardEntry, partition_for
 from agentmem.directory.names import InvalidNameError, check_agent, check_key, check_tenant
+from agentmem.runtime.search import merge, missing_partitions, shard_requests
 from agentmem.runtime.tls import client_context
 
 log = logging.getLogger("agentmem.client")
@@ -245,16 +246,24 @@ class AsyncMemory:
         if_version: str | None = None,
         if_absent: bool = False,
         request_id: str | None = None,
+        text: str | None = None,
+        vector: Sequence[float] | None = None,
+        embed: Sequence[str] | None = None,
     ) -> Written:
         """Set a key to a JSON value; conditionally with ``if_version``/``if_absent``.
+
+        To find it by meaning later (:meth:`search`), give the ``text`` it is about
+        (the cluster's embedder embeds it), your own ``vector``, or ``embed`` names
+        of the value's fields whose text is embedded.
 
         Raises :class:`ConflictError` when the condition does not hold.
 
         >>> await mem.put("bot-1", "plan", {"goal": "explore"}, ttl=3600)
+        >>> await mem.put("bot-1", "note-7", {"text": "dock 3 is blocked"}, embed=["text"])
         """
+        body, content_type, params = _memory(value, "application/json", text, vector, embed)
         return await self._write(
-            "PUT", agent, key, _dump(value), "application/json", ttl, if_version, if_absent,
-            request_id,
+            "PUT", agent, key, body, content_type, ttl, if_version, if_absent, request_id, params,
         )  # fmt: skip
 
     async def patch(
@@ -266,11 +275,19 @@ class AsyncMemory:
         ttl: int | None = None,
         if_version: str | None = None,
         request_id: str | None = None,
+        text: str | None = None,
+        vector: Sequence[float] | None = None,
+        embed: Sequence[str] | None = None,
     ) -> Written:
-        """Apply a JSON merge patch (RFC 7396): ``None`` removes a member."""
+        """Apply a JSON merge patch (RFC 7396): ``None`` removes a member.
+
+        ``text``, ``vector`` and ``embed`` as for :meth:`put` (``embed`` reads the
+        merged value); without them the key is no longer found by :meth:`search`."""
+        body, content_type, params = _memory(
+            patch, "application/merge-patch+json", text, vector, embed
+        )
         return await self._write(
-            "PATCH", agent, key, _dump(patch), "application/merge-patch+json", ttl, if_version,
-            False, request_id,
+            "PATCH", agent, key, body, content_type, ttl, if_version, False, request_id, params,
         )  # fmt: skip
 
     async def delete(
@@ -431,6 +448,102 @@ class AsyncMemory:
         self._note_partitions(data.get("partitions", {}))
         return list(data["agents"]), [int(p) for p in data.get("partitions", {})]
 
+    # Search --------------------------------------------------------------------------
+
+    async def search(
+        self,
+        query: str | None = None,
+        *,
+        vector: Sequence[float] | None = None,
+        agent: str | None = None,
+        k: int = 10,
+        filter: Mapping[str, Any] | None = None,
+        key_prefix: str = "",
+        agent_prefix: str = "",
+        consistency: Consistency | None = None,
+        allow_partial: bool = False,
+    ) -> list[Hit]:
+        """The ``k`` keys closest in meaning to ``query`` (or ``vector``), best first.
+
+        With ``agent``, that agent's own memory (session-local: one shard);
+        without, the whole tenant's (global: every shard, merged), narrowed by
+        ``agent_prefix``. ``key_prefix`` and ``filter`` (conditions on value
+        fields, ``{"kind": "fact", "n": {"$gt": 2}}``) narrow both. With
+        ``session`` consistency (the default) the search sees every write this
+        client made or read; ``strong`` sees every write acknowledged before it.
+
+        A tenant-wide search some shards did not answer raises
+        :class:`IncompleteError` (with the other shards' hits in ``partial``),
+        unless ``allow_partial``.
+        """
+        body: dict[str, Any] = {"k": k, "consistency": consistency or self.consistency}
+        if query is not None:
+            body["query"] = query
+        if vector is not None:
+            body["vector"] = [float(x) for x in vector]
+        if filter:
+            body["filter"] = dict(filter)
+        if key_prefix:
+            body["key_prefix"] = key_prefix
+        if agent is not None:
+            if body["consistency"] == "session":
+                p = self.partition_of(agent)
+                if p is not None and p in self._tokens:
+                    body["min_version"] = f"{p}:{self._tokens[p]}"
+            answer = await self._call("POST", agent, "search", body=_dump(body),
+                                      content_type="application/json")  # fmt: skip
+            data = self._expect(answer, 200)
+            self._note_partitions(data.get("partitions", {}))
+            return [Hit.from_json(item) for item in data["items"]]
+        if agent_prefix:
+            body["agent_prefix"] = agent_prefix
+        if body["consistency"] == "session" and self._tokens:
+            body["min_versions"] = {str(p): o for p, o in self._tokens.items()}
+        await self._refresh_directory()
+        directory = self._directory
+        if directory is None or self.routing == "router":
+            answer = await self._call_base(
+                "POST", self.url, f"/v1/tenants/{self.tenant}/search", _dump(body)
+            )
+            data = self._expect(answer, 200)
+            answers, missing = [data], [int(p) for p in data.get("missing", [])]
+        else:
+            asks = shard_requests(body, directory)
+            results = await asyncio.gather(
+                *(self._search_shard(directory, ask) for ask in asks.values()),
+                return_exceptions=True,
+            )
+            answers, answered = [], []
+            for shard, result in zip(asks, results, strict=True):
+                if isinstance(result, BaseException):
+                    if not isinstance(result, AgentmemError) or 400 <= (result.status or 0) < 500:
+                        raise result
+                    log.warning("searching shard %s: %s", shard, result)
+                    continue
+                answers.append(result)
+                answered.append(shard)
+            missing = missing_partitions(asks, answered)
+        for data in answers:
+            self._note_partitions(data.get("partitions", {}))
+        metric = answers[0].get("metric", "COSINE") if answers else "COSINE"
+        hits = [Hit.from_json(item) for item in merge(answers, k, metric)]
+        if missing and not allow_partial:
+            raise IncompleteError(
+                f"{len(missing)} partitions did not answer ({missing[:8]}...): their shards are "
+                "moving or down; retry, or search with allow_partial=True",
+                hits,
+                missing,
+            )
+        return hits
+
+    async def _search_shard(self, directory: Directory, body: dict[str, Any]) -> dict[str, Any]:
+        base = self._base_for(directory.owner(body["partitions"][0]))
+        answer = await self._call_base(
+            "POST", base, f"/v1/tenants/{self.tenant}/search", _dump(body)
+        )
+        data: dict[str, Any] = self._expect(answer, 200)
+        return data
+
     # Plumbing ------------------------------------------------------------------------
 
     async def _write(
@@ -444,13 +557,16 @@ class AsyncMemory:
         if_version: str | None,
         if_absent: bool,
         request_id: str | None,
+        extra: Mapping[str, str] | None = None,
     ) -> Written:
         headers = {"X-Request-Id": request_id or uuid.uuid4().hex}
         if if_version is not None:
             headers["If-Match"] = if_version
         elif if_absent:
             headers["If-None-Match"] = "*"
-        params = {"ttl": str(ttl)} if ttl is not None else None
+        params = dict(extra or {})
+        if ttl is not None:
+            params["ttl"] = str(ttl)
         answer = await self._call(
             method, agent, f"keys/{key}", params=params, body=body, content_type=content_type,
             headers=headers,
@@ -647,7 +763,9 @@ class AsyncMemory:
         owner = previous.owner(partition_for(self.tenant, agent, previous.partitions))
         return owner.endpoint, previous.epoch
 
-    async def _call_base(self, method: str, base: str, path: str) -> _Answer:
+    async def _call_base(
+        self, method: str, base: str, path: str, body: bytes | None = None
+    ) -> _Answer:
         """A request to one node or router (not about one agent), retried until the deadline."""
         self._ensure_session()
         deadline = time.monotonic() + self.timeout
@@ -655,8 +773,9 @@ class AsyncMemory:
         for attempt in range(1000):
             epoch = self._directory.epoch if self._directory and base != self.url else None
             try:
-                answer = await self._send(method, base + path, None, None, None, None, epoch,
-                                          deadline)  # fmt: skip
+                content_type = "application/json" if body is not None else None
+                answer = await self._send(method, base + path, None, body, content_type, None,
+                                          epoch, deadline)  # fmt: skip
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 problem = f"{base} did not answer: {exc}"
             else:
@@ -735,6 +854,10 @@ class AsyncMemory:
                     if event is not None:
                         yield event, data
         raise UnavailableError("stream_ended", "the stream ended; resuming")
+
+
+#: A write with its text and/or vector (the node's API, docs/semantic.md).
+MEMORY = "application/vnd.agentmem.memory+json"
 
 
 def _path(value: str | os.PathLike[str] | None) -> str | None:
@@ -827,6 +950,25 @@ def _item(data: Mapping[str, Any]) -> Item:
         version=str(data["version"]),
         expires_at=data.get("expires_at"),
     )
+
+
+def _memory(
+    value: Any,
+    content_type: str,
+    text: str | None,
+    vector: Sequence[float] | None,
+    embed: Sequence[str] | None,
+) -> tuple[bytes, str, dict[str, str]]:
+    """The body, content type and query of a write, with what it is to be found by."""
+    params = {"embed": ",".join(embed)} if embed else {}
+    if text is None and vector is None:
+        return _dump(value), content_type, params
+    memory: dict[str, Any] = {"value": value}
+    if text is not None:
+        memory["text"] = text
+    if vector is not None:
+        memory["vector"] = [float(x) for x in vector]
+    return _dump(memory), MEMORY, params
 
 
 def _dump(value: Any) -> bytes:

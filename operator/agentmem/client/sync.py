@@ -17,7 +17,7 @@ from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from agentmem.client.aio import AsyncMemory, Consistency, Routing
-from agentmem.client.types import Change, Item, Written
+from agentmem.client.types import Change, Hit, Item, Written
 from agentmem.directory import Directory
 
 T = TypeVar("T")
@@ -133,11 +133,14 @@ class Memory:
         if_version: str | None = None,
         if_absent: bool = False,
         request_id: str | None = None,
+        text: str | None = None,
+        vector: Sequence[float] | None = None,
+        embed: Sequence[str] | None = None,
     ) -> Written:
         return self._run(
             self._async.put(
                 agent, key, value, ttl=ttl, if_version=if_version, if_absent=if_absent,
-                request_id=request_id,
+                request_id=request_id, text=text, vector=vector, embed=embed,
             )
         )  # fmt: skip
 
@@ -150,12 +153,16 @@ class Memory:
         ttl: int | None = None,
         if_version: str | None = None,
         request_id: str | None = None,
+        text: str | None = None,
+        vector: Sequence[float] | None = None,
+        embed: Sequence[str] | None = None,
     ) -> Written:
         return self._run(
             self._async.patch(
-                agent, key, patch, ttl=ttl, if_version=if_version, request_id=request_id
+                agent, key, patch, ttl=ttl, if_version=if_version, request_id=request_id,
+                text=text, vector=vector, embed=embed,
             )
-        )
+        )  # fmt: skip
 
     def delete(
         self,
@@ -182,6 +189,27 @@ class Memory:
 
     def agents(self) -> list[str]:
         return self._run(self._async.agents())
+
+    def search(
+        self,
+        query: str | None = None,
+        *,
+        vector: Sequence[float] | None = None,
+        agent: str | None = None,
+        k: int = 10,
+        filter: Mapping[str, Any] | None = None,
+        key_prefix: str = "",
+        agent_prefix: str = "",
+        consistency: Consistency | None = None,
+        allow_partial: bool = False,
+    ) -> list[Hit]:
+        """See :meth:`AsyncMemory.search`."""
+        return self._run(
+            self._async.search(
+                query, vector=vector, agent=agent, k=k, filter=filter, key_prefix=key_prefix,
+                agent_prefix=agent_prefix, consistency=consistency, allow_partial=allow_partial,
+            )
+        )  # fmt: skip
 
     def history(
         self, agent: str, *, after: str | None = None, page_size: int = 500

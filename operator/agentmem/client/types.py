@@ -20,6 +20,35 @@ class Item:
 
 
 @dataclass(frozen=True)
+class Hit:
+    """A search result: the key's current value, how close it is, and the text it
+    was found by."""
+
+    tenant: str
+    agent: str
+    key: str
+    value: Any
+    version: str
+    #: Similarity (COSINE, IP: higher is closer) or distance (L2: lower is closer).
+    score: float
+    text: str
+    expires_at: int | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Hit:
+        return cls(
+            tenant=str(data["tenant"]),
+            agent=str(data["agent"]),
+            key=str(data["key"]),
+            value=data.get("value"),
+            version=str(data["version"]),
+            score=float(data["score"]),
+            text=str(data.get("text", "")),
+            expires_at=data.get("expires_at"),
+        )
+
+
+@dataclass(frozen=True)
 class Written:
     """The outcome of a write: the key's new version; ``duplicate`` when a retry
     with the same request id found the first outcome."""

@@ -15,7 +15,13 @@ Encoding (JSON object, ``v`` = 1)::
      "tenant": "acme", "agent": "a-1", "key": "plan",
      "value": "<JSON text>" | null,
      "expect": null | "absent" | <offset of the key's current version>,
-     "expires_at": <unix ms> | null, "rid": "<request id>" | "", "actor": "...", "ts": <unix ms>}
+     "expires_at": <unix ms> | null, "rid": "<request id>" | "", "actor": "...", "ts": <unix ms>,
+     "text": "<text>", "vector": "<base64 of little-endian float32s>"}
+
+``text`` and ``vector`` are present only on a write to be found by meaning
+(semantic memory): the vector was computed once, by the node that accepted the
+write, so replays and new replicas never embed again. Events without them
+decode as before.
 
 A ``tick`` event changes no key: it only moves the partition's log time
 forward, so records and request ids that expired on a partition nobody writes
@@ -52,6 +58,10 @@ class Event:
     rid: str
     actor: str
     ts: int
+    #: What the vector was computed from (kept for grounded answers), if anything.
+    text: str | None = None
+    #: The embedding, packed (see agentmem.semantic.vectors), if the write carries one.
+    vector: str | None = None
 
     @classmethod
     def tick(cls, ts: int, actor: str = "") -> Event:
@@ -67,22 +77,24 @@ class Event:
         return f"{self.tenant}/{self.rid}"
 
     def encode(self) -> bytes:
-        return json.dumps(
-            {
-                "v": SCHEMA_VERSION,
-                "op": self.op,
-                "tenant": self.tenant,
-                "agent": self.agent,
-                "key": self.key,
-                "value": self.value,
-                "expect": self.expect,
-                "expires_at": self.expires_at,
-                "rid": self.rid,
-                "actor": self.actor,
-                "ts": self.ts,
-            },
-            separators=(",", ":"),
-        ).encode()
+        data: dict[str, Any] = {
+            "v": SCHEMA_VERSION,
+            "op": self.op,
+            "tenant": self.tenant,
+            "agent": self.agent,
+            "key": self.key,
+            "value": self.value,
+            "expect": self.expect,
+            "expires_at": self.expires_at,
+            "rid": self.rid,
+            "actor": self.actor,
+            "ts": self.ts,
+        }
+        if self.text is not None:
+            data["text"] = self.text
+        if self.vector is not None:
+            data["vector"] = self.vector
+        return json.dumps(data, separators=(",", ":")).encode()
 
     @classmethod
     def decode(cls, payload: bytes) -> Event:
@@ -97,6 +109,9 @@ class Event:
             texts = ("tenant", "agent", "key", "rid", "actor")
             if data["op"] not in OPS or not all(isinstance(data[name], str) for name in texts):
                 raise EventDecodeError("an event field has the wrong type")
+            text, vector = data.get("text"), data.get("vector")
+            if not isinstance(text, str | None) or not isinstance(vector, str | None):
+                raise EventDecodeError("an event's text or vector has the wrong type")
             return cls(
                 op=data["op"],
                 tenant=data["tenant"],
@@ -108,6 +123,8 @@ class Event:
                 rid=data["rid"],
                 actor=data["actor"],
                 ts=data["ts"],
+                text=text,
+                vector=vector,
             )
         except KeyError as exc:
             raise EventDecodeError(f"missing field {exc}") from None

@@ -19,9 +19,11 @@ each start writes a development token for every tenant to ``token``.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -66,6 +68,15 @@ class LocalCluster:
     #: HTTPS everywhere, with a CA of the data directory; the nodes want the
     #: router's client certificate (mutual TLS).
     tls: bool = False
+    #: Semantic memory: a vector index (Milvus Lite in the data directory, unless
+    #: ``milvus`` names a Milvus server) and an embedder.
+    semantic: bool = False
+    dimensions: int = 384
+    milvus: str | None = None
+    #: ``hashing`` (deterministic, no model), or an OpenAI-compatible endpoint
+    #: (``http(s)://.../v1``) with ``embedder_model``.
+    embedder: str = "hashing"
+    embedder_model: str = ""
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -239,10 +250,49 @@ class LocalCluster:
 
     # Processes -----------------------------------------------------------------------
 
-    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
+    @property
+    def milvus_port(self) -> int:
+        return self.port + 50
+
+    @property
+    def milvus_uri(self) -> str:
+        return self.milvus or f"http://{self.host}:{self.milvus_port}"
+
+    def semantic_config(self) -> str:
+        if self.embedder == "hashing":
+            embedder: dict[str, Any] = {"kind": "hashing"}
+        else:
+            embedder = {"kind": "openai", "url": self.embedder, "model": self.embedder_model}
+        return json.dumps(
+            {
+                "uri": self.milvus_uri,
+                "dimensions": self.dimensions,
+                "collection": "agentmem_local",
+                "writer": "true",  # one replica per shard: it writes its partitions
+                "embedder": embedder,
+            }
+        )
+
+    def spawn_milvus(self) -> None:
+        """Milvus Lite's server, its data in the data directory."""
+        if importlib.util.find_spec("milvus_lite") is None:
+            raise SystemExit(
+                "agentmem up --semantic: Milvus Lite is not installed: "
+                "pip install 'agentmem[milvus-lite]' (or point --milvus at a Milvus server)"
+            )
+        self._spawn(
+            "milvus",
+            ["server", "--data-dir", str(self.data / "milvus"), "--host", self.host,
+             "--port", str(self.milvus_port)],
+            {}, module="milvus_lite",
+        )  # fmt: skip
+
+    def _spawn(
+        self, name: str, args: list[str], env: dict[str, str], module: str = "agentmem"
+    ) -> None:
         log_file: IO[bytes] = open(self.data / "logs" / f"{name}.log", "ab")  # noqa: SIM115
         self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "agentmem", *args],
+            [sys.executable, "-m", module, *args],
             stdout=log_file,
             stderr=subprocess.STDOUT,
             env={**os.environ, **env},
@@ -264,6 +314,7 @@ class LocalCluster:
             "--directory-file", str(self.data / "directory.json"), *self._auth_args(),
             "--audit-key-file", str(self.data / "auth" / "audit.pem"), "--audit-signer", "true",
             "--audit-interval", str(self.audit_interval), *self._tls_args(),
+            *(["--semantic", self.semantic_config()] if self.semantic else []),
         ]  # fmt: skip
 
     def _auth_args(self) -> list[str]:
@@ -277,6 +328,9 @@ class LocalCluster:
     def start(self, progress: IO[str]) -> None:
         """Start every process and wait until each is ready, reporting as it goes."""
         started = time.monotonic()
+        if self.semantic and self.milvus is None:
+            self.spawn_milvus()
+            self._wait_port("milvus", self.milvus_port, started, progress)
         for shard in range(self.shards):
             self.spawn_node(shard)
         self._spawn(
@@ -308,6 +362,25 @@ class LocalCluster:
                     f"agentmem up: {names} not ready after 120 s; see {self.data / 'logs'}"
                 )
             time.sleep(0.1)
+
+    def _wait_port(self, name: str, port: int, started: float, progress: IO[str]) -> None:
+        deadline = time.monotonic() + 60
+        while True:
+            self.check_alive()
+            try:
+                socket.create_connection((self.host, port), timeout=1).close()
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit(
+                        f"agentmem up: {name} not listening after 60 s; see {self.data / 'logs'}"
+                    ) from None
+                time.sleep(0.1)
+                continue
+            progress.write(
+                f"  {name:<8} ready at {self.host}:{port}  ({time.monotonic() - started:.1f} s)\n"
+            )
+            progress.flush()
+            return
 
     def check_alive(self) -> None:
         for name, process in self.processes.items():
@@ -371,6 +444,13 @@ def banner(cluster: LocalCluster, seconds: float) -> str:
     )
     log = f"Kafka at {cluster.kafka}" if cluster.kafka else f"SQLite {cluster.data / 'log.db'}"
     state = f"Redis {cluster.redis}/<shard>" if cluster.redis else "in process memory"
+    semantic = ""
+    if cluster.semantic:
+        where = cluster.milvus or f"Milvus Lite {cluster.data / 'milvus'}"
+        semantic = (
+            f"\n  vector index   {where} ({cluster.milvus_uri}), {cluster.dimensions} dimensions, "
+            f"embedder {cluster.embedder}"
+        )
     if cluster.tls:
         nodes += f"""
   TLS            CA {cluster.tls_dir / "ca.crt"} (export AGENTMEM_TLS_CA=...); the nodes
@@ -391,7 +471,7 @@ agentmem is up in {seconds:.1f} s: {cluster.shards} shards, {cluster.partitions}
 {nodes}
   event log      {log}
   durable store  SQLite {cluster.data / "store.db"}
-  state          {state}
+  state          {state}{semantic}
   logs           {cluster.data / "logs"}
 {auth}
 Try it:

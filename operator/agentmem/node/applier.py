@@ -32,6 +32,7 @@ from agentmem.eventlog.ports import (
     LogRecord,
     LogUnavailableError,
 )
+from agentmem.node.indexer import IndexWriter
 from agentmem.node.metrics import NodeMetrics
 from agentmem.node.progress import Phase
 from agentmem.node.state.ports import (
@@ -81,6 +82,7 @@ class Applier(threading.Thread):
         post: Post,
         metrics: NodeMetrics,
         partitions: Sequence[int],
+        index: IndexWriter | None = None,
     ) -> None:
         super().__init__(name="agentmem-applier", daemon=True)
         self.state = state
@@ -88,6 +90,7 @@ class Applier(threading.Thread):
         self.admin = admin
         self.store = store
         self.writer = writer
+        self.index = index
         self.events = events
         self.post = post
         self.metrics = metrics
@@ -134,6 +137,8 @@ class Applier(threading.Thread):
             self.state.drop_partition(p)
             if self.writer is not None:
                 self.writer.forget(p)
+            if self.index is not None:
+                self.index.forget(p)
             log.info("dropped partition %s: it moved to another shard", p)
         self._held = set(partitions)
         self._next = {}
@@ -253,6 +258,8 @@ class Applier(threading.Thread):
                 self.post(self.events.applied, p, batch, codes)
                 if self.writer is not None:
                     self.writer.offer(p, start, batch)
+                if self.index is not None:
+                    self.index.offer(p, start, batch, codes)
                 self.metrics.events_applied.inc(len(batch))
         if self._check.is_set():
             self._check.clear()

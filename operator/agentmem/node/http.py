@@ -19,6 +19,7 @@ import logging
 import math
 import re
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -30,7 +31,8 @@ from agentmem.node import errors
 from agentmem.node.limits import Admission, Quotas
 from agentmem.node.node import Node, WriteResult
 from agentmem.node.openapi import openapi_document
-from agentmem.node.requests import Consistency, ReadRequest, WriteOp, WriteRequest
+from agentmem.node.requests import Consistency, Embedding, ReadRequest, WriteOp, WriteRequest
+from agentmem.node.searchapi import MEMORY, embed_fields, memory_body, search_request
 from agentmem.node.tokens import Version
 from agentmem.runtime.auth import (
     ANONYMOUS,
@@ -290,11 +292,16 @@ async def _write_request(request: web.Request, op: WriteOp) -> WriteRequest:
     rid, actor = _request_id(request), request[GRANT_KEY].subject
     ttl = _ttl(request) if op != "delete" else None
     body = None
-    if op == "put":
-        body = await _body(request, (JSON,))
-    elif op == "merge":
-        body = await _body(request, (MERGE_PATCH, JSON))
-    return WriteRequest(addr, op, body, expect, ttl, rid, actor, epoch)
+    embedding = None
+    if op != "delete":
+        fields = embed_fields(request.query.get("embed"))
+        types = (JSON, MEMORY) if op == "put" else (MERGE_PATCH, JSON, MEMORY)
+        body = await _body(request, types)
+        if request.content_type == MEMORY:
+            body, embedding = memory_body(body, fields)
+        elif fields:
+            embedding = Embedding(fields=fields)
+    return WriteRequest(addr, op, body, expect, ttl, rid, actor, epoch, embedding)
 
 
 # Answers ------------------------------------------------------------------------
@@ -469,6 +476,63 @@ async def watch(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def _search_answer(node: Node, applied: dict[int, int], found: list[Any]) -> web.Response:
+    items = [
+        {
+            "tenant": hit.tenant,
+            "agent": hit.agent,
+            "key": hit.key,
+            "version": f"{hit.partition}:{record.version}",
+            "score": hit.score,
+            "text": hit.text,
+            "value": json.loads(record.value),
+            "expires_at": record.expires_at,
+        }
+        for hit, record in found
+    ]
+    metric = node.semantic.config.metric if node.semantic is not None else "COSINE"
+    body = {
+        "items": items,
+        "metric": metric,
+        "epoch": node.view.epoch,
+        "partitions": {str(p): offset for p, offset in applied.items()},
+    }
+    return web.json_response(body, headers=_headers(node))
+
+
+async def _search_body(request: web.Request) -> Any:
+    return json.loads(await _body(request, (JSON,)))
+
+
+@answers_errors
+async def search_agent(request: web.Request) -> web.Response:
+    """An agent's own memory (session-local): one partition, one shard."""
+    node = _node(request)
+    tenant, agent = _agent(request)
+    req = search_request(
+        await _search_body(request), tenant, agent, node.settings.partitions,
+        node.settings.consistency, _epoch(request),
+    )  # fmt: skip
+    applied, found = await node.search(req)
+    return _search_answer(node, applied, found)
+
+
+@answers_errors
+async def search_tenant(request: web.Request) -> web.Response:
+    """A tenant's memory (global) in the partitions this node serves; a router or
+    the SDK asks every shard and merges."""
+    node = _node(request)
+    grant = authenticate(request)
+    tenant = check_tenant(request.match_info["tenant"])
+    grant.check("read", tenant)
+    req = search_request(
+        await _search_body(request), tenant, None, node.settings.partitions,
+        node.settings.consistency, _epoch(request),
+    )  # fmt: skip
+    applied, found = await node.search(req)
+    return _search_answer(node, applied, found)
+
+
 @answers_errors
 async def list_agents(request: web.Request) -> web.Response:
     node = _node(request)
@@ -545,6 +609,7 @@ _KEY_HANDLERS: dict[str, Handler] = {
 _AGENT_HANDLERS: dict[str, dict[str, Handler]] = {
     "keys": {"GET": list_keys},
     "batch-get": {"POST": batch_get},
+    "search": {"POST": search_agent},
     "history": {"GET": history},
     "watch": {"GET": watch},
 }
@@ -620,6 +685,7 @@ def create_app(
         follow_while_serving(app, verifier)
     app.router.add_route("*", "/v1/tenants/{tenant}/agents/{agent}/{rest:.*}", agent_route)
     app.router.add_get("/v1/tenants/{tenant}/agents", list_agents)
+    app.router.add_post("/v1/tenants/{tenant}/search", search_tenant)
     app.router.add_get("/v1/status", status)
     app.router.add_get("/v1/directory", directory)
     app.router.add_get("/livez", livez)

@@ -114,5 +114,36 @@ class NodeMetrics:
             "Times this node removed log events the durable store reflects.",
         )
 
+        self.index_writes = counter(
+            "memory_node_index_writes_total",
+            "Batches of events this node reflected in the vector index (it is the writer).",
+        )
+        self.index_catch_up_events = counter(
+            "memory_node_index_catch_up_events_total",
+            "Events read again from the log for the vector index (after a restart or a gap).",
+        )
+        self.index_lag_messages = gauge(
+            "memory_node_index_lag_messages",
+            "Events applied here that the vector index does not reflect yet (writer only).",
+        )
+        self.index_lag_seconds = gauge(
+            "memory_node_index_lag_seconds",
+            "Age of the oldest event applied here that the vector index does not reflect.",
+        )
+        self.index_delay = histogram(
+            "memory_node_index_delay_seconds",
+            "From an event's append to the index reflecting it (writer only).",
+            (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.searches = counter("memory_node_searches_total", "Vector searches this node answered.")
+        self.search_latency = histogram(
+            "memory_node_search_latency_seconds",
+            "Vector searches, from request to answer (waits for consistency included).",
+            (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self.embeddings = counter(
+            "memory_node_embeddings_total", "Texts this node embedded (writes and queries)."
+        )
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

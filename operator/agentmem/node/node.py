@@ -36,7 +36,8 @@ from agentmem.node.cache import RecordCache
 from agentmem.node.history import History
 from agentmem.node.metrics import NodeMetrics
 from agentmem.node.progress import HighWatermarks, Phase, Progress
-from agentmem.node.requests import Consistency, ReadRequest, WriteRequest
+from agentmem.node.requests import Consistency, ReadRequest, SearchRequest, WriteRequest
+from agentmem.node.semantic import MAX_K, Semantic
 from agentmem.node.settings import NodeSettings
 from agentmem.node.state.ports import (
     PartitionSample,
@@ -49,6 +50,7 @@ from agentmem.node.watch import WatchHub
 from agentmem.node.writebehind import StoreHandle, StoreWriter
 from agentmem.runtime.audit import AuditKey
 from agentmem.runtime.directory import DirectoryFollower
+from agentmem.semantic.filters import expression, matches
 from agentmem.store.ports import DurableStore, Record
 
 log = logging.getLogger(__name__)
@@ -121,6 +123,12 @@ class Node:
         )
         self.highs = HighWatermarks(admin.high_watermarks, self.metrics.high_watermark_queries.inc)
         self.store = None if store is None else StoreHandle(store, settings.uid, admin.topic_id)
+        semantic = settings.semantic_config
+        self.semantic = (
+            None
+            if semantic is None
+            else Semantic(semantic, settings.writes_index(semantic), self.metrics)
+        )
         self.view = View()
         self.follower = (
             DirectoryFollower(settings.directory_file, self._directory_changed)
@@ -157,12 +165,19 @@ class Node:
             self.follower.load(force=True)
         else:
             self.view = View(owned=frozenset(range(self.settings.partitions)))
+        index_writer = None
+        if self.semantic is not None:
+            index_writer = self.semantic.start(
+                self._make_reader, self._lookup_from(loop),
+                lambda message: post(self.failed, "index", message),
+            )  # fmt: skip
         if self.store is not None:
+            floor = self.semantic.index.offsets if self.semantic is not None else None
             self._store_writer = StoreWriter(
                 self.store, self.admin, self._make_reader, self.settings.window_ms,
                 self.metrics, lambda message: post(self.failed, "store", message),
                 lambda: self.view.owned, self.settings.audit_window_seconds * 1000,
-                self.settings.truncate_interval,
+                self.settings.truncate_interval, floor,
             )  # fmt: skip
             self._store_writer.start()
             if self.settings.signs_audit:
@@ -178,7 +193,7 @@ class Node:
         reader = await asyncio.to_thread(self._make_reader)
         self._applier = Applier(
             self.state, reader, self.admin, self.store, self._store_writer, self, post,
-            self.metrics, consumed,
+            self.metrics, consumed, index_writer,
         )  # fmt: skip
         self._applier.start()
         self._sampler = Sampler(self._applier, self.admin, self.state, self, post)
@@ -203,6 +218,8 @@ class Node:
         await self.writer.close()
         await asyncio.to_thread(self.history_pages.close)
         await asyncio.to_thread(self.admin.close)
+        if self.semantic is not None:
+            await self.semantic.stop()
         await self.state.aclose()
         if self.store is not None:
             await asyncio.to_thread(self.store.store.close)
@@ -327,9 +344,18 @@ class Node:
         rid: str,
     ) -> WriteResult:
         addr = req.addr
+        text = vector = None
+        if req.embedding is not None and op != "delete":
+            if self.semantic is None:
+                raise errors.InvalidRequest(
+                    "semantic_off",
+                    "this cluster has no semantic memory (spec.semantic): write without text, "
+                    "vector or embed",
+                )
+            text, vector = await self.semantic.packed(req.embedding, value)
         event = Event(
             op, addr.tenant, addr.agent, addr.key, value, expect, expires_at, rid,  # type: ignore[arg-type]
-            req.actor, now_ms(),
+            req.actor, now_ms(), text, vector,
         )  # fmt: skip
         try:
             offset = await self.writer.append(p, addr.path.encode(), event.encode())
@@ -506,6 +532,91 @@ class Node:
         except StateUnavailableError as exc:
             raise errors.Unavailable(f"{exc}; retry in a moment", retry_after=1) from exc
         return applied, agents
+
+    # Search ------------------------------------------------------------------------
+
+    def _lookup_from(
+        self, loop: asyncio.AbstractEventLoop
+    ) -> Callable[[Sequence[str]], list[Record | None]]:
+        """The state's current records, for the index writer's thread."""
+
+        def lookup(paths: Sequence[str]) -> list[Record | None]:
+            found = asyncio.run_coroutine_threadsafe(self.state.get_many(paths), loop).result(60)
+            now = now_ms()
+            return [r if r is not None and r.live(now) else None for r in found]
+
+        return lookup
+
+    def _search_partitions(self, req: SearchRequest) -> list[int]:
+        scope = req.scope
+        if scope.agent is not None:
+            return [self.route(scope.tenant, scope.agent, req.epoch)]
+        view = self.view
+        if req.epoch is not None and req.epoch > view.epoch:
+            self.route(scope.tenant, scope.tenant, req.epoch)  # 421 unless the directory moved on
+            view = self.view
+        served = sorted(view.owned)
+        if req.partitions is not None:
+            served = [p for p in served if p in req.partitions]
+        return served
+
+    async def search(self, req: SearchRequest) -> tuple[dict[int, int], list[tuple[Any, Record]]]:
+        """The best matches among the partitions this node serves.
+
+        Returns the partitions answered for (with the applied offset each
+        reflects) and up to ``k`` (hit, current record) pairs, best first.
+        """
+        semantic = self.semantic
+        if semantic is None:
+            raise errors.NotFound(
+                "this cluster has no semantic memory (spec.semantic)", code="semantic_off"
+            )
+        started = time.perf_counter()
+        partitions = self._search_partitions(req)
+        needed: dict[int, int] = {}
+        for p in partitions:
+            offset = req.min_versions.get(p)
+            if offset is not None:
+                await self.progress.wait_applied(p, offset)
+                needed[p] = offset
+            if req.consistency == "strong":
+                await self._strong(p)
+                needed[p] = max(needed.get(p, -1), self.progress.applied_offset(p))
+            progress = self.progress.partitions.get(p)
+            if progress is None or not progress.readable:
+                self.progress.require_readable(p)
+        if needed:
+            await semantic.offsets.wait(needed, self.settings.wait_timeout)
+        applied = {p: self.progress.applied_offset(p) for p in partitions}
+        if not partitions:
+            return applied, []
+        vector = await semantic.query_vector(req.text, req.vector)
+        expr = expression(req.scope, partitions, req.conditions, now_ms())
+        limit = min(req.k * 2 + 10, MAX_K * 4)
+        found: list[tuple[Any, Record]] = []
+        for _ in range(3):
+            hits = await semantic.candidates(vector, limit, expr)
+            records = await self._load([h.path for h in hits]) if hits else []
+            now = now_ms()
+            found, seen = [], set()
+            for hit, record in zip(hits, records, strict=True):
+                if (
+                    record is None
+                    or record.version != hit.version
+                    or not record.live(now)
+                    or hit.path in seen
+                    or not req.scope.covers(hit.agent, hit.key)
+                    or (req.conditions and not matches(json.loads(record.value), req.conditions))
+                ):
+                    continue  # an older version, deleted or expired since, or outside the scope
+                seen.add(hit.path)
+                found.append((hit, record))
+            if len(found) >= req.k or len(hits) < limit or limit >= MAX_K * 4:
+                break
+            limit = min(limit * 4, MAX_K * 4)
+        self.metrics.searches.inc()
+        self.metrics.search_latency.observe(time.perf_counter() - started)
+        return applied, found[: req.k]
 
     # History and watch -----------------------------------------------------------
 
@@ -725,6 +836,9 @@ class Node:
                 self._store_writer.truncate_error if self._store_writer is not None else None
             ),
             "audit": self._audit_status(),
+            "semantic": (
+                self.semantic.status(sorted(self.view.owned)) if self.semantic is not None else None
+            ),
             "partitions": out,
         }
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from agentmem.directory.names import Address
 from agentmem.eventlog.events import Expect
 from agentmem.node.tokens import Version
+from agentmem.semantic.filters import Condition, Scope
 
 Consistency = Literal["eventual", "session", "strong"]
 WriteOp = Literal["put", "merge", "delete"]
@@ -15,6 +16,16 @@ WriteOp = Literal["put", "merge", "delete"]
 
 # Plain slotted dataclasses (not frozen): one is made per request, and a frozen
 # dataclass costs four times as much to build.
+@dataclass(slots=True)
+class Embedding:
+    """What a write asks to be found by: its own text and/or vector, or fields of
+    the value whose text the node embeds."""
+
+    text: str | None = None
+    vector: list[float] | None = None
+    fields: tuple[str, ...] = ()
+
+
 @dataclass(slots=True)
 class WriteRequest:
     """A put (``body`` is the value), merge (``body`` is the patch) or delete."""
@@ -27,6 +38,7 @@ class WriteRequest:
     rid: str = ""  # only a client-supplied request id is remembered
     actor: str = ""
     epoch: int | None = None
+    embedding: Embedding | None = None
 
 
 @dataclass(slots=True)
@@ -43,3 +55,20 @@ class ReadRequest:
     @property
     def agent_path(self) -> str:
         return f"{self.tenant}/{self.agent}"
+
+
+@dataclass(slots=True)
+class SearchRequest:
+    """A search by meaning: a query text (embedded by the node) or a vector."""
+
+    scope: Scope
+    text: str | None
+    vector: list[float] | None
+    k: int = 10
+    conditions: list[Condition] = field(default_factory=list)
+    consistency: Consistency = "eventual"
+    #: partition -> the offset the index must reflect first (version tokens)
+    min_versions: dict[int, int] = field(default_factory=dict)
+    #: The partitions to answer for (a router's fan-out names them); None: all served here.
+    partitions: frozenset[int] | None = None
+    epoch: int | None = None

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from agentmem.runtime.tls import TlsFiles
+from agentmem.semantic import SemanticConfig
 
 Consistency = Literal["eventual", "session", "strong"]
 
@@ -51,6 +52,8 @@ class NodeSettings:
     tls_ca: str | None = None
     #: Quotas per tenant and bounds per client (JSON, see agentmem.node.limits).
     quotas: str = ""
+    #: Semantic memory (JSON, see agentmem.semantic.SemanticConfig); empty: off.
+    semantic: str = ""
     max_value_bytes: int = 1024 * 1024
     consistency: Consistency = "session"
     #: How long a client-supplied request id is remembered, by log time.
@@ -88,6 +91,16 @@ class NodeSettings:
         if self.audit_signer == "auto":
             return self.node_name.rsplit("-", 1)[-1] == "0"  # replica 0 of the shard
         return self.audit_signer == "true"
+
+    @property
+    def semantic_config(self) -> SemanticConfig | None:
+        return SemanticConfig.from_json(self.semantic)
+
+    def writes_index(self, config: SemanticConfig) -> bool:
+        """Whether this node writes its partitions into the vector index."""
+        if config.writer == "auto":
+            return self.node_name.rsplit("-", 1)[-1] == "0"  # replica 0 of the shard
+        return config.writer == "true"
 
     @property
     def window_ms(self) -> int:

@@ -11,8 +11,9 @@ down catches up when it returns while writes go on being acknowledged (the
 log decides them).
 
 Behind the store, the writer truncates the log of the partitions its shard
-owns: up to the smaller of the stored offset + 1 and the first offset inside
-the audit window. Nothing the store does not reflect is ever deleted.
+owns: up to the smallest of the stored offset + 1, the indexed offset + 1 (when
+there is a vector index) and the first offset inside the audit window.
+Nothing the store or the index does not reflect is ever deleted.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from agentmem.eventlog.ports import (
 )
 from agentmem.node.apply import MemoryState, decode
 from agentmem.node.metrics import NodeMetrics
+from agentmem.semantic.milvus import IndexUnavailableError
 from agentmem.store.ports import (
     BatchView,
     Changes,
@@ -144,6 +146,7 @@ class StoreWriter(threading.Thread):
         owned: Callable[[], Iterable[int]],
         audit_window_ms: int,
         truncate_every: float = 60.0,
+        floor: Callable[[list[int]], dict[int, int]] | None = None,
     ) -> None:
         super().__init__(name="agentmem-store-writer", daemon=True)
         self.handle = handle
@@ -156,6 +159,8 @@ class StoreWriter(threading.Thread):
         self.owned = owned
         self.audit_window_ms = audit_window_ms
         self.truncate_every = truncate_every
+        #: What other projections reflect (the vector index): never truncated past.
+        self.floor = floor
         self._queues: dict[int, deque[_Range]] = {}
         self._queued = 0
         self._lock = threading.Lock()
@@ -244,7 +249,7 @@ class StoreWriter(threading.Thread):
             try:
                 self._truncate(store)
                 self.truncate_error = None
-            except LogUnavailableError as exc:
+            except (LogUnavailableError, IndexUnavailableError) as exc:
                 # Truncation can wait (the broker's retention is a distant backstop);
                 # it never holds up the store's writes.
                 if str(exc) != self.truncate_error:
@@ -337,8 +342,11 @@ class StoreWriter(threading.Thread):
         horizon = int(time.time() * 1000) - self.audit_window_ms
         stored = store.offsets(owned)
         marks = self.admin.watermarks(owned)
+        floors = self.floor(owned) if self.floor is not None else {}
         for p in owned:
             before = min(stored[p].offset + 1, self.admin.offset_for_time(p, horizon))
+            if p in floors:
+                before = min(before, floors[p] + 1)
             if before > marks[p][0]:
                 self.admin.truncate(p, before)
                 self.metrics.log_truncations.inc()

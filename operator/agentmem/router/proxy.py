@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -50,6 +51,7 @@ from agentmem.runtime.auth import (
     load_verifier,
     refusal,
 )
+from agentmem.runtime.search import merge, missing_partitions, shard_requests
 from agentmem.runtime.serve import run_while_serving
 from agentmem.runtime.tls import Reloading, TlsFiles, serve_tls
 
@@ -239,6 +241,78 @@ class Router:
             }
         )
 
+    async def search(self, request: web.Request) -> web.Response:
+        """A tenant-wide search: every shard asked for its partitions, the answers
+        merged (agentmem.runtime.search); ``missing`` names partitions that did not
+        answer."""
+        try:
+            grant = self.authenticate(request)
+            tenant = check_tenant(request.match_info["tenant"])
+            grant.check("read", tenant)
+        except AuthError as exc:
+            return refusal(exc)
+        except InvalidNameError as exc:
+            return _error(400, "invalid_name", str(exc))
+        directory = self.follower.directory
+        if directory is None:
+            return _error(503, "no_directory", "the router has no directory yet; retry", "1")
+        try:
+            body = json.loads(await request.read())
+        except ValueError as exc:
+            return _error(400, "invalid_json", f"the body is not valid JSON: {exc}")
+        if not isinstance(body, dict):
+            return _error(400, "invalid_search", 'send {"query": "...", "k": 10}')
+        k = body.get("k", 10)
+        try:
+            asks = shard_requests(body, directory)
+        except TypeError:
+            return _error(400, "invalid_search", "partitions is a list of partition numbers")
+        assert self.session is not None
+        session = self.session
+        headers = {"X-Agentmem-Epoch": str(directory.epoch)}
+        if "Authorization" in request.headers:
+            headers["Authorization"] = request.headers["Authorization"]
+
+        async def ask(shard: int) -> tuple[int, Any]:
+            endpoint = directory.owner(asks[shard]["partitions"][0]).endpoint
+            url = f"{self.scheme}://{endpoint}/v1/tenants/{tenant}/search"
+            async with session.post(url, json=asks[shard], headers=headers) as response:
+                return response.status, await response.json(content_type=None)
+
+        results = await asyncio.gather(*(ask(s) for s in asks), return_exceptions=True)
+        answers, answered, failures = [], [], []
+        for shard, result in zip(asks, results, strict=True):
+            if isinstance(result, BaseException):
+                failures.append(f"shard {shard}: {result}")
+                continue
+            status, data = result
+            if 400 <= status < 500 and status != 429:
+                return web.json_response(data, status=status)  # the request itself is wrong
+            if status != 200:
+                failures.append(f"shard {shard}: {status} {data.get('error', '')}")
+                continue
+            answers.append(data)
+            answered.append(shard)
+        if not answers and asks:
+            log.info("search failed on every shard: %s", failures)
+            return _error(
+                503, "search_failed", f"no shard answered ({'; '.join(failures)}); retry", "1"
+            )
+        metric = answers[0].get("metric", "COSINE") if answers else "COSINE"
+        partitions: dict[str, int] = {}
+        for data in answers:
+            partitions.update(data.get("partitions", {}))
+        return web.json_response(
+            {
+                "items": merge(answers, k if isinstance(k, int) else 10, metric),
+                "metric": metric,
+                "epoch": directory.epoch,
+                "partitions": partitions,
+                "missing": missing_partitions(asks, answered),
+                "errors": failures,
+            }
+        )
+
     async def _send(
         self, request: web.Request, endpoint: str, body: bytes, epoch: int
     ) -> aiohttp.ClientResponse:
@@ -345,6 +419,7 @@ def create_app(router: Router) -> web.Application:
         "*", "/v1/tenants/{tenant}/agents/{agent}/{rest:.*}", _answers_json(router.forward)
     )
     app.router.add_get("/v1/tenants/{tenant}/agents", _answers_json(router.agents))
+    app.router.add_post("/v1/tenants/{tenant}/search", _answers_json(router.search))
     app.router.add_get("/v1/directory", directory)
     app.router.add_get("/livez", livez)
     app.router.add_get("/readyz", readyz)

@@ -1,0 +1,395 @@
+"""The vector index as one more projection of the log (like the durable store).
+
+The applier hands every batch it applied, with the apply function's outcome of
+each event, to the :class:`IndexWriter` of the node that writes the index
+(replica 0 of each shard by default: one writer per partition, named by the
+directory). Per batch the writer finds each key's newest applied event; it
+removes the key's older rows, adds a row for the newest event if that event
+carries a vector, and then records the batch's end as the partition's indexed
+offset in the index itself. A delete, or a write without a vector, leaves the
+key without rows; an expired key's rows are removed by log time.
+
+A writer that starts (or finds a gap between what the index reflects and what
+the applier offers) reads the missing events from the log again; their
+outcomes are gone, so it asks the state which version of each touched key is
+current (the state reflects at least those events). The log is not truncated
+past what the index reflects, so these events are always there.
+
+Every node (writer or not) knows the indexed offsets of its partitions
+(:class:`IndexOffsets`): a search that carries a version token waits until the
+index reflects it, as a session read waits for the applier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from agentmem.eventlog.events import Event
+from agentmem.eventlog.ports import (
+    LogGapError,
+    LogReader,
+    LogRecord,
+    LogUnavailableError,
+    read_range,
+)
+from agentmem.node import errors
+from agentmem.node.apply import decode
+from agentmem.node.metrics import NodeMetrics
+from agentmem.node.state.ports import StateResetError, StateUnavailableError
+from agentmem.semantic import SemanticConfig
+from agentmem.semantic.filters import value_of
+from agentmem.semantic.milvus import IndexConfigError, IndexRow, IndexUnavailableError, MilvusIndex
+from agentmem.semantic.vectors import unpack
+from agentmem.store.ports import Record
+
+log = logging.getLogger(__name__)
+
+#: Events handled in one step of a partition at most.
+MAX_BATCH = 2000
+#: Events queued at most; beyond, the oldest are dropped and read from the log again.
+MAX_QUEUED = 100_000
+#: How often expired rows are removed from the index.
+SWEEP_SECONDS = 10.0
+
+Lookup = Callable[[Sequence[str]], list[Record | None]]
+Report = Callable[[str | None], None]
+
+
+@dataclass
+class _Range:
+    start: int
+    records: list[LogRecord]
+    codes: list[str | None] | None
+    arrived: float = field(default_factory=time.monotonic)
+
+    @property
+    def end(self) -> int:
+        return self.records[-1].offset
+
+
+def _newest_by_outcome(
+    records: Sequence[LogRecord], codes: Sequence[str | None]
+) -> dict[str, tuple[int, Event | None]]:
+    """Each key's newest applied event in ``records`` (None: the key was deleted)."""
+    newest: dict[str, tuple[int, Event | None]] = {}
+    for record, code in zip(records, codes, strict=True):
+        if code is None or not code.startswith("a"):
+            continue  # a conflict, a duplicate, a tick or an undecodable event
+        event = decode(record.payload)
+        if event is None:
+            continue
+        newest[event.path] = (record.offset, None if event.op == "delete" else event)
+    return newest
+
+
+def _newest_by_state(
+    records: Sequence[LogRecord], lookup: Lookup
+) -> dict[str, tuple[int, Event | None]]:
+    """The same, for events read again: the state says which version is current."""
+    events: dict[int, Event] = {}
+    for record in records:
+        event = decode(record.payload)
+        if event is not None and event.op != "tick":
+            events[record.offset] = event
+    paths = sorted({e.path for e in events.values()})
+    if not paths:
+        return {}
+    start, end = records[0].offset, records[-1].offset
+    newest: dict[str, tuple[int, Event | None]] = {}
+    for path, current in zip(paths, lookup(paths), strict=True):
+        if current is None:
+            newest[path] = (end, None)
+        elif start <= current.version <= end:
+            event = events.get(current.version)
+            newest[path] = (current.version, event if event and event.op != "delete" else None)
+        # else: the current version is older (every event here lost its condition)
+        # or newer (a later range adds it).
+    return newest
+
+
+def index_rows(
+    partition: int, newest: dict[str, tuple[int, Event | None]], value_bytes: int
+) -> list[IndexRow]:
+    rows = []
+    for offset, event in newest.values():
+        if event is None or event.vector is None:
+            continue
+        rows.append(
+            IndexRow(
+                event.tenant,
+                event.agent,
+                event.key,
+                partition,
+                offset,
+                event.expires_at,
+                event.text or "",
+                value_of(event.value, value_bytes),
+                unpack(event.vector),
+            )
+        )
+    return rows
+
+
+class IndexWriter(threading.Thread):
+    def __init__(
+        self,
+        index: MilvusIndex,
+        config: SemanticConfig,
+        reader: Callable[[], LogReader],
+        lookup: Lookup,
+        metrics: NodeMetrics,
+        report: Report,
+    ) -> None:
+        super().__init__(name="agentmem-index-writer", daemon=True)
+        self.index = index
+        self.config = config
+        self._make_reader = reader
+        self._reader: LogReader | None = None
+        self.lookup = lookup
+        self.metrics = metrics
+        self.report = report
+        self._queues: dict[int, deque[_Range]] = {}
+        self._queued = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop_flag = threading.Event()
+        #: partition -> the offset the index reflects (what this writer knows)
+        self.indexed: dict[int, int] = {}
+        self.offered: dict[int, int] = {}
+        self.log_time: dict[int, int] = {}
+        self._swept = time.monotonic()
+        self.error: str | None = None
+        self.changed = threading.Condition()
+
+    # Applier thread ------------------------------------------------------------
+
+    def offer(
+        self, partition: int, start: int, records: list[LogRecord], codes: list[str | None]
+    ) -> None:
+        with self._lock:
+            queue = self._queues.setdefault(partition, deque())
+            queue.append(_Range(start, records, codes))
+            self._queued += len(records)
+            self.offered[partition] = records[-1].offset
+            while self._queued > MAX_QUEUED:
+                largest = max(self._queues.values(), key=len)
+                self._queued -= len(largest.popleft().records)
+        self._wake.set()
+
+    def forget(self, partition: int) -> None:
+        with self._lock:
+            queue = self._queues.pop(partition, None)
+            if queue:
+                self._queued -= sum(len(r.records) for r in queue)
+            self.offered.pop(partition, None)
+            self.indexed.pop(partition, None)
+
+    def stop(self) -> None:
+        self._stop_flag.set()
+        self._wake.set()
+
+    # Writer thread ---------------------------------------------------------------
+
+    def run(self) -> None:
+        backoff = 0.5
+        while not self._stop_flag.is_set():
+            try:
+                busy = self._step()
+                self._set_error(None)
+                backoff = 0.5
+                if not busy:
+                    self._wake.wait(0.05)
+                    self._wake.clear()
+            except IndexConfigError as exc:
+                self._set_error(str(exc))
+                self._stop_flag.wait(30)
+            except (IndexUnavailableError, LogUnavailableError, StateUnavailableError) as exc:
+                self._set_error(f"{exc}; the vector index falls behind until it is back")
+                self._stop_flag.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+            except StateResetError:
+                self._set_error("the state is being rebuilt; the vector index waits for it")
+                self._stop_flag.wait(1.0)
+            except LogGapError as exc:
+                self._set_error(f"the vector index cannot catch up: {exc}")
+                self._stop_flag.wait(30)
+            except Exception as exc:
+                log.exception("index writer error; retrying")
+                self._set_error(f"index writer error: {exc}")
+                self._stop_flag.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+        if self._reader is not None:
+            self._reader.close()
+        self.index.close()
+
+    def _set_error(self, message: str | None) -> None:
+        if message != self.error:
+            if message:
+                log.warning("%s", message)
+            self.error = message
+            self.report(message)
+
+    def _step(self) -> bool:
+        with self._lock:
+            partitions = [p for p, q in self._queues.items() if q]
+        missing = [p for p in partitions if p not in self.indexed]
+        if missing:
+            self.indexed.update(self.index.offsets(missing))
+        for p in partitions:
+            self._drain(p)
+        self._observe_lag()
+        if time.monotonic() - self._swept >= SWEEP_SECONDS:
+            self._swept = time.monotonic()
+            for p, log_time in list(self.log_time.items()):
+                self.index.sweep(p, log_time)
+        return bool(partitions)
+
+    def _next(self, partition: int) -> _Range | None:
+        """The first queued range, merged with the ones that continue it."""
+        with self._lock:
+            queue = self._queues.get(partition)
+            if not queue:
+                return None
+            first = queue[0]
+            merged = _Range(first.start, list(first.records), first.codes, first.arrived)
+            merged.codes = None if first.codes is None else list(first.codes)
+            i = 1
+            while i < len(queue) and len(merged.records) < MAX_BATCH:
+                nxt = queue[i]
+                if nxt.start != merged.end + 1:
+                    break
+                merged.records += nxt.records
+                if merged.codes is not None and nxt.codes is not None:
+                    merged.codes += nxt.codes
+                else:
+                    merged.codes = None
+                i += 1
+            return merged
+
+    def _pop_until(self, partition: int, offset: int) -> None:
+        with self._lock:
+            queue = self._queues.get(partition)
+            while queue and queue[0].end <= offset:
+                self._queued -= len(queue.popleft().records)
+
+    def _drain(self, p: int) -> None:
+        while not self._stop_flag.is_set():
+            indexed = self.indexed.get(p, -1)
+            self._pop_until(p, indexed)
+            batch = self._next(p)
+            if batch is None:
+                return
+            if batch.start > indexed + 1:
+                self._catch_up(p, indexed + 1, batch.start)
+                continue
+            records = [r for r in batch.records if r.offset > indexed]
+            codes = None
+            if batch.codes is not None and None not in batch.codes:
+                codes = batch.codes[len(batch.records) - len(records) :]
+            self._write(p, records, codes)
+            delay = time.time() - records[-1].timestamp / 1000
+            self.metrics.index_delay.observe(max(0.0, delay))
+
+    def _catch_up(self, p: int, start: int, until: int) -> None:
+        reader = self._reader or self._make_reader()
+        self._reader = reader
+        reader.assign({p: start})
+        records = read_range(reader, p, start, until, MAX_BATCH)
+        if not records:
+            raise LogUnavailableError(
+                f"partition {p}: events {start}..{until - 1} could not be read for the index"
+            )
+        if records[0].offset != start:
+            raise LogGapError(p, start, records[0].offset)
+        self.metrics.index_catch_up_events.inc(len(records))
+        self._write(p, records, None)
+
+    def _write(self, p: int, records: list[LogRecord], codes: list[str | None] | None) -> None:
+        if codes is not None:
+            newest = _newest_by_outcome(records, codes)
+        else:
+            newest = _newest_by_state(records, self.lookup)
+        rows = index_rows(p, newest, self.config.value_bytes)
+        end, log_time = records[-1].offset, records[-1].timestamp
+        if newest:
+            self.index.apply(p, sorted(newest), end, rows)
+        self.index.set_offset(p, end, log_time)
+        with self.changed:
+            self.indexed[p] = end
+            self.log_time[p] = log_time
+            self.changed.notify_all()
+        self.metrics.index_writes.inc()
+
+    def _observe_lag(self) -> None:
+        now = time.time()
+        messages, seconds = 0, 0.0
+        with self._lock:
+            for p, queue in self._queues.items():
+                indexed = self.indexed.get(p, -1)
+                messages += max(0, self.offered.get(p, indexed) - indexed)
+                for r in queue:
+                    first = next((x for x in r.records if x.offset > indexed), None)
+                    if first is not None:
+                        seconds = max(seconds, now - first.timestamp / 1000)
+                        break
+        self.metrics.index_lag_messages.set(messages)
+        self.metrics.index_lag_seconds.set(seconds)
+
+
+class IndexOffsets:
+    """What the index reflects, per partition, as this node knows it: its own
+    writer's progress, or the offsets the writers record in the index."""
+
+    POLL = 0.02
+
+    def __init__(self, index: MilvusIndex, writer: IndexWriter | None) -> None:
+        self.index = index
+        self.writer = writer
+        self.known: dict[int, int] = {}
+        self._refreshing: asyncio.Task[None] | None = None
+
+    def get(self, partition: int) -> int:
+        known = self.known.get(partition, -1)
+        if self.writer is not None:
+            known = max(known, self.writer.indexed.get(partition, -1))
+        return known
+
+    async def refresh(self, partitions: Iterable[int]) -> None:
+        found = await asyncio.to_thread(self.index.offsets, partitions)
+        for p, offset in found.items():
+            self.known[p] = max(self.known.get(p, -1), offset)
+
+    async def wait(self, needed: dict[int, int], timeout: float) -> None:
+        """Until the index reflects ``needed`` (partition -> offset); 503 if it does not
+        within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            behind = {p: o for p, o in needed.items() if self.get(p) < o}
+            if not behind:
+                return
+            if time.monotonic() >= deadline:
+                worst = max(behind, key=lambda p: behind[p] - self.get(p))
+                raise errors.Unavailable(
+                    f"the vector index reflects partition {worst} up to offset "
+                    f"{self.get(worst)}, not yet {behind[worst]}; retry in a moment, or search "
+                    "with consistency=eventual",
+                    code="index_behind",
+                    retry_after=1,
+                )
+            if self.writer is None or any(p not in self.writer.indexed for p in behind):
+                try:
+                    await self.refresh(behind)
+                except IndexUnavailableError as exc:
+                    raise errors.Unavailable(
+                        f"{exc}; retry the search in a moment", code="index_unavailable",
+                        retry_after=1,
+                    ) from exc  # fmt: skip
+                if all(self.get(p) >= o for p, o in behind.items()):
+                    return
+            await asyncio.sleep(self.POLL)
