@@ -77,6 +77,8 @@ class LocalCluster:
     #: (``http(s)://.../v1``) with ``embedder_model``.
     embedder: str = "hashing"
     embedder_model: str = ""
+    #: Milvus Lite's port (0: the router's port + 50).
+    milvus_lite_port: int = 0
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -252,7 +254,7 @@ class LocalCluster:
 
     @property
     def milvus_port(self) -> int:
-        return self.port + 50
+        return self.milvus_lite_port or self.port + 50
 
     @property
     def milvus_uri(self) -> str:

@@ -145,6 +145,7 @@ class IndexWriter(threading.Thread):
         lookup: Lookup,
         metrics: NodeMetrics,
         report: Report,
+        applied: Callable[[], dict[int, int]],
     ) -> None:
         super().__init__(name="agentmem-index-writer", daemon=True)
         self.index = index
@@ -152,6 +153,9 @@ class IndexWriter(threading.Thread):
         self._make_reader = reader
         self._reader: LogReader | None = None
         self.lookup = lookup
+        #: partition -> the offset the state reflects, for every partition this node
+        #: applies (a state loaded from the store was never offered event by event)
+        self.applied = applied
         self.metrics = metrics
         self.report = report
         self._queues: dict[int, deque[_Range]] = {}
@@ -236,11 +240,14 @@ class IndexWriter(threading.Thread):
             self.report(message)
 
     def _step(self) -> bool:
+        applied = self.applied()
         with self._lock:
-            partitions = [p for p, q in self._queues.items() if q]
-        missing = [p for p in partitions if p not in self.indexed]
+            queued = {p for p, q in self._queues.items() if q}
+        missing = [p for p in queued | set(applied) if p not in self.indexed]
         if missing:
             self.indexed.update(self.index.offsets(missing))
+        behind = {p for p, offset in applied.items() if offset > self.indexed.get(p, -1)}
+        partitions = sorted(queued | behind)
         for p in partitions:
             self._drain(p)
         self._observe_lag()
@@ -284,7 +291,11 @@ class IndexWriter(threading.Thread):
             self._pop_until(p, indexed)
             batch = self._next(p)
             if batch is None:
-                return
+                target = self.applied().get(p, -1)
+                if target <= indexed:
+                    return
+                self._catch_up(p, indexed + 1, target + 1)
+                continue
             if batch.start > indexed + 1:
                 self._catch_up(p, indexed + 1, batch.start)
                 continue
@@ -373,6 +384,13 @@ class IndexOffsets:
             behind = {p: o for p, o in needed.items() if self.get(p) < o}
             if not behind:
                 return
+            if self.writer is not None and self.writer.error:
+                raise errors.Unavailable(
+                    f"the vector index is behind: {self.writer.error}; retry the search in a "
+                    "moment, or search with consistency=eventual",
+                    code="index_unavailable",
+                    retry_after=1,
+                )
             if time.monotonic() >= deadline:
                 worst = max(behind, key=lambda p: behind[p] - self.get(p))
                 raise errors.Unavailable(

@@ -169,7 +169,7 @@ class Node:
         if self.semantic is not None:
             index_writer = self.semantic.start(
                 self._make_reader, self._lookup_from(loop),
-                lambda message: post(self.failed, "index", message),
+                lambda message: post(self.failed, "index", message), self._applied_offsets,
             )  # fmt: skip
         if self.store is not None:
             floor = self.semantic.index.offsets if self.semantic is not None else None
@@ -546,6 +546,15 @@ class Node:
             return [r if r is not None and r.live(now) else None for r in found]
 
         return lookup
+
+    def _applied_offsets(self) -> dict[int, int]:
+        """What the state reflects of each partition this node applies and can read."""
+        out = {}
+        for p in self.view.consumed:
+            progress = self.progress.partitions.get(p)
+            if progress is not None and progress.readable:
+                out[p] = self.progress.applied_offset(p)
+        return out
 
     def _search_partitions(self, req: SearchRequest) -> list[int]:
         scope = req.scope

@@ -60,11 +60,12 @@ class Semantic:
         reader: Callable[[], LogReader],
         lookup: Lookup,
         report: Callable[[str | None], None],
+        applied: Callable[[], dict[int, int]],
     ) -> IndexWriter | None:
         if self.writes:
             # Its own client: the writer thread's calls never queue behind searches.
             self.writer = IndexWriter(
-                MilvusIndex(self.config), self.config, reader, lookup, self.metrics, report
+                MilvusIndex(self.config), self.config, reader, lookup, self.metrics, report, applied
             )
             self.offsets.writer = self.writer
             self.writer.start()

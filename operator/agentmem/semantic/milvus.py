@@ -122,7 +122,7 @@ class MilvusIndex:
                 if self.config.token_file:
                     with open(self.config.token_file, encoding="utf-8") as f:
                         token = f.read().strip()
-                kwargs: dict[str, Any] = {"uri": self.config.uri, "timeout": 10}
+                kwargs: dict[str, Any] = {"uri": self.config.uri, "timeout": 5}
                 if token:
                     kwargs["token"] = token
                 if self.config.db_name:
@@ -199,6 +199,15 @@ class MilvusIndex:
         try:
             return getattr(client, fn)(*args, **kwargs)
         except Exception as exc:
+            # Connect anew next time: a restarted Milvus has the collections released
+            # (they are loaded again on connecting), and a broken channel is gone.
+            with self._lock:
+                if self._client is client:
+                    self._client = None
+            try:
+                client.close()
+            except Exception:  # pragma: no cover - closing a broken channel
+                log.debug("closing the Milvus client", exc_info=True)
             raise IndexUnavailableError(f"Milvus {what} failed: {exc}") from exc
 
     def open(self) -> None:
