@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,6 +19,7 @@ import pytest
 from agentmem.directory import Directory, ShardEntry, partition_for
 from tests.kafka.conftest import PARTITIONS, Broker, Client, NodeProcess, RedisServer, run
 from tests.kafka.test_durability import watermarks
+from tests.milvus import MilvusLite
 from tests.net import free_port
 
 NodeFactory = Callable[..., NodeProcess]
@@ -32,25 +29,9 @@ DIMENSIONS = 32
 
 @pytest.fixture(scope="module")
 def milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Milvus Lite's gRPC server: the API a Milvus server has, in one process."""
-    data, port = tmp_path_factory.mktemp("milvus"), free_port()
-    with (data / "milvus.log").open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data / "db"),
-             "--host", "127.0.0.1", "--port", str(port)],
-            stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy(),
-        )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline and proc.poll() is None, "Milvus Lite did not start"
-            time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}"
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(30)
+    server = MilvusLite(tmp_path_factory.mktemp("milvus")).start()
+    yield server.uri
+    server.stop()
 
 
 def semantic(uri: str, collection: str, writer: bool) -> str:

@@ -55,7 +55,9 @@ def test_vectors_pack_exactly_and_refuse_what_cannot_be_stored() -> None:
 
 def test_the_hashing_embedder_is_deterministic_unit_length_and_lexical() -> None:
     e = HashingEmbedder(64)
-    a, b, c = asyncio.run(e.embed(["the battery of the robot", "robot battery low", "craters on mars"]))
+    a, b, c = asyncio.run(
+        e.embed(["the battery of the robot", "robot battery low", "craters on mars"])
+    )
     assert a == e.embed_one("the battery of the robot")
     assert math.isclose(sum(x * x for x in a), 1.0, rel_tol=1e-9)
     dot = lambda x, y: sum(p * q for p, q in zip(x, y, strict=True))  # noqa: E731

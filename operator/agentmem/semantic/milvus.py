@@ -235,6 +235,10 @@ class MilvusIndex:
         row = {"partition": partition, "offset": offset, "log_time": log_time, "v": [0.0, 0.0]}
         self._call("offset upsert", "upsert", self.offsets_name, [row])
 
+    def flush(self) -> None:
+        """Seal what Milvus holds in memory into segments (which it then indexes)."""
+        self._call("flush", "flush", self.name)
+
     def sweep(self, partition: int, log_time: int) -> None:
         """Remove rows of ``partition`` expired by ``log_time``."""
         expr = f"partition == {partition} and expires_at > 0 and expires_at <= {log_time}"
