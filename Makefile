@@ -47,6 +47,7 @@ bench: $(STAMP) testenv ## Run the benchmarks (each prints a JSON line at the en
 	$(BIN)/python benchmarks/dedup.py
 	$(BIN)/python benchmarks/client.py
 	$(BIN)/python benchmarks/security.py
+	$(BIN)/python benchmarks/search.py
 
 chaos: $(STAMP) testenv ## 100 faults (20 of each type) under load on real pods; prints one JSON line
 	AGENTMEM_CHAOS_PER_TYPE=20 $(BIN)/pytest tests/e2e/test_chaos.py -s -q \

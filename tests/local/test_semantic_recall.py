@@ -47,7 +47,7 @@ def test_recall_at_10_of_the_hnsw_index_against_brute_force(tmp_path: Path) -> N
 
         def recall(searcher: MilvusIndex) -> float:
             found = [
-                [int(h.key[1:]) for h in searcher.search(q.tolist(), K, expr)] for q in queries
+                [int(h.key[1:]) for h in searcher.search(q.tolist(), K, expr, [0])] for q in queries
             ]
             hits = [len(set(f) & set(e)) / K for f, e in zip(found, exact, strict=True)]
             return float(np.mean(hits))

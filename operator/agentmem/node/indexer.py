@@ -44,7 +44,13 @@ from agentmem.node.metrics import NodeMetrics
 from agentmem.node.state.ports import StateResetError, StateUnavailableError
 from agentmem.semantic import SemanticConfig
 from agentmem.semantic.filters import value_of
-from agentmem.semantic.milvus import IndexConfigError, IndexRow, IndexUnavailableError, MilvusIndex
+from agentmem.semantic.milvus import (
+    Change,
+    IndexConfigError,
+    IndexRow,
+    IndexUnavailableError,
+    MilvusIndex,
+)
 from agentmem.semantic.vectors import unpack
 from agentmem.store.ports import Record
 
@@ -71,6 +77,12 @@ class _Range:
     @property
     def end(self) -> int:
         return self.records[-1].offset
+
+
+@dataclass
+class _Write:
+    change: Change
+    log_time: int  # of the change's last event
 
 
 def _newest_by_outcome(
@@ -202,6 +214,10 @@ class IndexWriter(threading.Thread):
 
     def run(self) -> None:
         backoff = 0.5
+        try:
+            self.index.open()  # the collections made (or checked) before the first write
+        except (IndexUnavailableError, IndexConfigError) as exc:
+            self._set_error(str(exc))
         while not self._stop_flag.is_set():
             try:
                 busy = self._step()
@@ -248,14 +264,15 @@ class IndexWriter(threading.Thread):
             self.indexed.update(self.index.offsets(missing))
         behind = {p for p, offset in applied.items() if offset > self.indexed.get(p, -1)}
         partitions = sorted(queued | behind)
-        for p in partitions:
-            self._drain(p)
+        writes = [w for p in partitions if (w := self._plan(p)) is not None]
+        if writes:
+            self._commit(writes)
         self._observe_lag()
         if time.monotonic() - self._swept >= SWEEP_SECONDS:
             self._swept = time.monotonic()
             for p, log_time in list(self.log_time.items()):
                 self.index.sweep(p, log_time)
-        return bool(partitions)
+        return bool(writes)
 
     def _next(self, partition: int) -> _Range | None:
         """The first queued range, merged with the ones that continue it."""
@@ -285,29 +302,33 @@ class IndexWriter(threading.Thread):
             while queue and queue[0].end <= offset:
                 self._queued -= len(queue.popleft().records)
 
-    def _drain(self, p: int) -> None:
-        while not self._stop_flag.is_set():
-            indexed = self.indexed.get(p, -1)
-            self._pop_until(p, indexed)
-            batch = self._next(p)
-            if batch is None:
-                target = self.applied().get(p, -1)
-                if target <= indexed:
-                    return
-                self._catch_up(p, indexed + 1, target + 1)
-                continue
-            if batch.start > indexed + 1:
-                self._catch_up(p, indexed + 1, batch.start)
-                continue
+    def _plan(self, p: int) -> _Write | None:
+        """The partition's next change: its queued events, or those read again from
+        the log (a gap before them, or a state loaded from the store)."""
+        indexed = self.indexed.get(p, -1)
+        self._pop_until(p, indexed)
+        batch = self._next(p)
+        if batch is None:
+            target = self.applied().get(p, -1)
+            if target <= indexed:
+                return None
+            records, codes = self._read_again(p, indexed + 1, target + 1), None
+        elif batch.start > indexed + 1:
+            records, codes = self._read_again(p, indexed + 1, batch.start), None
+        else:
             records = [r for r in batch.records if r.offset > indexed]
             codes = None
             if batch.codes is not None and None not in batch.codes:
                 codes = batch.codes[len(batch.records) - len(records) :]
-            self._write(p, records, codes)
-            delay = time.time() - records[-1].timestamp / 1000
-            self.metrics.index_delay.observe(max(0.0, delay))
+        if codes is not None:
+            newest = _newest_by_outcome(records, codes)
+        else:
+            newest = _newest_by_state(records, self.lookup)
+        rows = index_rows(p, newest, self.config.value_bytes)
+        change = Change(p, sorted(newest), records[-1].offset, rows)
+        return _Write(change, records[-1].timestamp)
 
-    def _catch_up(self, p: int, start: int, until: int) -> None:
+    def _read_again(self, p: int, start: int, until: int) -> list[LogRecord]:
         reader = self._reader or self._make_reader()
         self._reader = reader
         reader.assign({p: start})
@@ -319,21 +340,19 @@ class IndexWriter(threading.Thread):
         if records[0].offset != start:
             raise LogGapError(p, start, records[0].offset)
         self.metrics.index_catch_up_events.inc(len(records))
-        self._write(p, records, None)
+        return records
 
-    def _write(self, p: int, records: list[LogRecord], codes: list[str | None] | None) -> None:
-        if codes is not None:
-            newest = _newest_by_outcome(records, codes)
-        else:
-            newest = _newest_by_state(records, self.lookup)
-        rows = index_rows(p, newest, self.config.value_bytes)
-        end, log_time = records[-1].offset, records[-1].timestamp
-        if newest:
-            self.index.apply(p, sorted(newest), end, rows)
-        self.index.set_offset(p, end, log_time)
+    def _commit(self, writes: list[_Write]) -> None:
+        """Every planned change in one round: one delete, an upsert per partition,
+        then the offsets (so an offset never runs ahead of its rows)."""
+        self.index.write([w.change for w in writes if w.change.replaced or w.change.rows])
+        self.index.set_offsets([(w.change.partition, w.change.upto, w.log_time) for w in writes])
+        now = time.time()
         with self.changed:
-            self.indexed[p] = end
-            self.log_time[p] = log_time
+            for w in writes:
+                self.indexed[w.change.partition] = w.change.upto
+                self.log_time[w.change.partition] = w.log_time
+                self.metrics.index_delay.observe(max(0.0, now - w.log_time / 1000))
             self.changed.notify_all()
         self.metrics.index_writes.inc()
 

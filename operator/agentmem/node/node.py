@@ -127,7 +127,9 @@ class Node:
         self.semantic = (
             None
             if semantic is None
-            else Semantic(semantic, settings.writes_index(semantic), self.metrics)
+            else Semantic(
+                semantic, settings.partitions, settings.writes_index(semantic), self.metrics
+            )
         )
         self.view = View()
         self.follower = (
@@ -604,7 +606,7 @@ class Node:
         limit = min(req.k * 2 + 10, MAX_K * 4)
         found: list[tuple[Any, Record]] = []
         for _ in range(3):
-            hits = await semantic.candidates(vector, limit, expr)
+            hits = await semantic.candidates(vector, limit, expr, partitions)
             records = await self._load([h.path for h in hits]) if hits else []
             now = now_ms()
             found, seen = [], set()

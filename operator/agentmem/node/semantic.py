@@ -46,12 +46,15 @@ def text_of(value: Any, fields: Sequence[str]) -> str | None:
 
 
 class Semantic:
-    def __init__(self, config: SemanticConfig, writes: bool, metrics: NodeMetrics) -> None:
+    def __init__(
+        self, config: SemanticConfig, partitions: int, writes: bool, metrics: NodeMetrics
+    ) -> None:
         self.config = config
+        self.partitions = partitions
         self.writes = writes
         self.metrics = metrics
         self.embedder: Embedder | None = embedder_for(config.embedder, config.dimensions)
-        self.index = MilvusIndex(config)
+        self.index = MilvusIndex(config, partitions)
         self.writer: IndexWriter | None = None
         self.offsets = IndexOffsets(self.index, None)
 
@@ -65,7 +68,13 @@ class Semantic:
         if self.writes:
             # Its own client: the writer thread's calls never queue behind searches.
             self.writer = IndexWriter(
-                MilvusIndex(self.config), self.config, reader, lookup, self.metrics, report, applied
+                MilvusIndex(self.config, self.partitions),
+                self.config,
+                reader,
+                lookup,
+                self.metrics,
+                report,
+                applied,
             )
             self.offsets.writer = self.writer
             self.writer.start()
@@ -130,9 +139,11 @@ class Semantic:
         (found,) = await self.embed([text])
         return found
 
-    async def candidates(self, vector: list[float], limit: int, expr: str) -> list[Hit]:
+    async def candidates(
+        self, vector: list[float], limit: int, expr: str, partitions: Sequence[int]
+    ) -> list[Hit]:
         try:
-            return await asyncio.to_thread(self.index.search, vector, limit, expr)
+            return await asyncio.to_thread(self.index.search, vector, limit, expr, partitions)
         except IndexUnavailableError as exc:
             raise errors.Unavailable(
                 f"{exc}; retry the search in a moment", code="index_unavailable", retry_after=1

@@ -2,8 +2,14 @@
 
 One collection per cluster holds one row per indexed version of a key::
 
-    id "<tenant>/<agent>/<key>@<version>"  tenant (partition key)  agent  key  path
+    id "<tenant>/<agent>/<key>@<version>"  tenant  agent  key  path
     partition  version  expires_at (0: never)  text  value (JSON, for filters)  vector
+
+in Milvus partitions named after agentmem's (``p<partition>``; beyond 1024
+partitions, ``p<partition mod 1024>``, Milvus's default limit). A search or a
+delete names the partitions it is about, so Milvus looks only at their
+segments: an agent's search at one partition's rows, a node's tenant-wide
+search at the partitions it owns.
 
 and a second, ``<collection>_offsets``, one row per partition: the offset of
 the log the index reflects (Milvus wants a vector in every collection, so it
@@ -34,6 +40,8 @@ from agentmem.semantic import SemanticConfig
 log = logging.getLogger(__name__)
 
 OUTPUT_FIELDS = ["tenant", "agent", "key", "partition", "version", "expires_at", "text"]
+#: Milvus's default limit of partitions per collection.
+MAX_MILVUS_PARTITIONS = 1024
 #: Clients of one process make the collections one at a time.
 _ENSURE = threading.Lock()
 #: Paths whose old rows one delete names at most.
@@ -81,6 +89,17 @@ class IndexRow:
 
 
 @dataclass(frozen=True)
+class Change:
+    """One partition's change: the rows of ``replaced`` paths up to version ``upto``
+    go, ``rows`` (each path's newest version) come."""
+
+    partition: int
+    replaced: Sequence[str]
+    upto: int
+    rows: Sequence[IndexRow]
+
+
+@dataclass(frozen=True)
 class Hit:
     tenant: str
     agent: str
@@ -104,8 +123,9 @@ def _quoted(values: Iterable[str]) -> str:
 class MilvusIndex:
     """The cluster's collections; every call may raise IndexUnavailableError."""
 
-    def __init__(self, config: SemanticConfig) -> None:
+    def __init__(self, config: SemanticConfig, partitions: int = 1) -> None:
         self.config = config
+        self.buckets = max(1, min(partitions, MAX_MILVUS_PARTITIONS))
         self.name = config.collection
         self.offsets_name = f"{config.collection}_offsets"
         self._client: Any = None
@@ -165,7 +185,7 @@ class MilvusIndex:
         else:
             schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
             schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=1024)
-            schema.add_field("tenant", DataType.VARCHAR, max_length=128, is_partition_key=True)
+            schema.add_field("tenant", DataType.VARCHAR, max_length=128)
             schema.add_field("agent", DataType.VARCHAR, max_length=128)
             schema.add_field("key", DataType.VARCHAR, max_length=512)
             schema.add_field("path", DataType.VARCHAR, max_length=800)
@@ -191,6 +211,10 @@ class MilvusIndex:
             params = client.prepare_index_params()
             params.add_index(field_name="v", index_type="FLAT", metric_type="L2")
             client.create_collection(self.offsets_name, schema=schema, index_params=params)
+        present = set(client.list_partitions(self.name))
+        for bucket in range(self.buckets):
+            if f"p{bucket}" not in present:
+                client.create_partition(self.name, f"p{bucket}")
         for name in (self.name, self.offsets_name):
             client.load_collection(name)
 
@@ -213,6 +237,9 @@ class MilvusIndex:
     def open(self) -> None:
         self._connect()
 
+    def _partition(self, partition: int) -> str:
+        return f"p{partition % self.buckets}"
+
     # Writes (one writer thread) -------------------------------------------------
 
     def apply(
@@ -220,20 +247,43 @@ class MilvusIndex:
     ) -> None:
         """Remove the rows of ``replaced`` paths with versions up to ``upto``, then
         add ``rows`` (each a path's newest version, which the removal spared)."""
-        keep = {r.path: r.version for r in rows}
-        for i in range(0, len(replaced), DELETE_CHUNK):
-            chunk = replaced[i : i + DELETE_CHUNK]
-            kept = [f"{p}@{keep[p]}" for p in chunk if p in keep]
-            expr = f"partition == {partition} and path in [{_quoted(chunk)}] and version <= {upto}"
-            if kept:
-                expr += f" and id not in [{_quoted(kept)}]"
-            self._call("delete", "delete", self.name, filter=expr)
-        if rows:
-            self._call("upsert", "upsert", self.name, [r.entity() for r in rows])
+        self.write([Change(partition, replaced, upto, rows)])
+
+    def write(self, changes: Sequence[Change]) -> None:
+        """Several partitions' changes: one delete for all of them, then one upsert
+        per partition (Milvus puts the rows of one call in one partition)."""
+        conditions = []
+        for change in changes:
+            keep = {r.path: r.version for r in change.rows}
+            for i in range(0, len(change.replaced), DELETE_CHUNK):
+                chunk = change.replaced[i : i + DELETE_CHUNK]
+                kept = [f"{p}@{keep[p]}" for p in chunk if p in keep]
+                condition = (
+                    f"(partition == {change.partition} and path in [{_quoted(chunk)}] "
+                    f"and version <= {change.upto}"
+                )
+                if kept:
+                    condition += f" and id not in [{_quoted(kept)}]"
+                conditions.append(condition + ")")
+        for i in range(0, len(conditions), 16):
+            self._call("delete", "delete", self.name, filter=" or ".join(conditions[i : i + 16]))
+        for change in changes:
+            if change.rows:
+                self._call(
+                    "upsert", "upsert", self.name, [r.entity() for r in change.rows],
+                    partition_name=self._partition(change.partition),
+                )  # fmt: skip
 
     def set_offset(self, partition: int, offset: int, log_time: int) -> None:
-        row = {"partition": partition, "offset": offset, "log_time": log_time, "v": [0.0, 0.0]}
-        self._call("offset upsert", "upsert", self.offsets_name, [row])
+        self.set_offsets([(partition, offset, log_time)])
+
+    def set_offsets(self, offsets: Sequence[tuple[int, int, int]]) -> None:
+        """Record what the index reflects: (partition, offset, log time) each."""
+        rows = [
+            {"partition": p, "offset": offset, "log_time": log_time, "v": [0.0, 0.0]}
+            for p, offset, log_time in offsets
+        ]
+        self._call("offset upsert", "upsert", self.offsets_name, rows)
 
     def flush(self) -> None:
         """Seal what Milvus holds in memory into segments (which it then indexes)."""
@@ -242,7 +292,9 @@ class MilvusIndex:
     def sweep(self, partition: int, log_time: int) -> None:
         """Remove rows of ``partition`` expired by ``log_time``."""
         expr = f"partition == {partition} and expires_at > 0 and expires_at <= {log_time}"
-        self._call("delete", "delete", self.name, filter=expr)
+        self._call(
+            "delete", "delete", self.name, filter=expr, partition_name=self._partition(partition)
+        )
 
     # Reads ----------------------------------------------------------------------
 
@@ -258,11 +310,14 @@ class MilvusIndex:
         found = {int(r["partition"]): int(r["offset"]) for r in rows}
         return {p: found.get(p, -1) for p in wanted}
 
-    def search(self, vector: list[float], limit: int, expr: str) -> list[Hit]:
+    def search(
+        self, vector: list[float], limit: int, expr: str, partitions: Iterable[int]
+    ) -> list[Hit]:
+        names = sorted({self._partition(p) for p in partitions})
         answer = self._call(
             "search", "search", self.name, data=[vector], limit=limit, filter=expr,
             output_fields=OUTPUT_FIELDS, search_params={"params": self.config.search_params},
-            anns_field="vector",
+            anns_field="vector", partition_names=names,
         )  # fmt: skip
         hits = []
         for found in answer[0] if answer else []:
