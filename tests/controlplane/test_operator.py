@@ -134,6 +134,29 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         "minInSyncReplicas must not exceed",
     ),
     ("unknown field", {"spec": {"shardz": 3}}, ".spec.shardz: field not declared in schema"),
+    (
+        "semantic memory without dimensions",
+        {"spec": {"semantic": {"milvusUri": "http://milvus:19530"}}},
+        "spec.semantic.dimensions",
+    ),
+    (
+        "an embedder endpoint without a URL",
+        {
+            "spec": {
+                "semantic": {
+                    "milvusUri": "http://milvus:19530",
+                    "dimensions": 384,
+                    "embedder": {"kind": "openai"},
+                }
+            }
+        },
+        "spec.semantic.embedder.url is required when kind is openai",
+    ),
+    (
+        "a Milvus URI that is not one",
+        {"spec": {"semantic": {"milvusUri": "milvus:19530", "dimensions": 384}}},
+        "spec.semantic.milvusUri",
+    ),
 ]
 
 

@@ -28,6 +28,7 @@ from agentmem.resources import (
     shard_statefulset,
     topic_config,
 )
+from agentmem.semantic import SemanticConfig
 from tests.unit.test_crd import merge
 
 
@@ -407,3 +408,42 @@ def test_children_for_explicit_shards(cluster: AgentMemoryCluster) -> None:
 def test_redis_maxmemory_parses_quantities(example: dict[str, Any]) -> None:
     assert redis_maxmemory(with_spec(example, cache={"memoryLimit": "512Mi"})) == 402653184
     assert redis_maxmemory(with_spec(example, cache={"memoryLimit": "1G"})) == 750_000_000
+
+
+def test_semantic_memory_is_wired_into_the_nodes(example: dict[str, Any]) -> None:
+    cluster = with_spec(
+        example,
+        semantic={
+            "milvusUri": "http://milvus.milvus.svc:19530",
+            "tokenSecret": {"name": "milvus", "key": "token"},
+            "dimensions": 768,
+            "metric": "IP",
+            "index": {"type": "HNSW", "params": {"M": 32}, "searchParams": {"ef": 64}},
+            "embedder": {
+                "kind": "openai",
+                "url": "https://llm.example/v1",
+                "model": "nomic-embed",
+                "apiKeySecret": {"name": "llm", "key": "api-key"},
+            },
+        },
+    )
+    pod = shard_statefulset(cluster, 0)["spec"]["template"]["spec"]
+    node = pod["containers"][0]
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in node["env"]}
+    config = SemanticConfig.from_json(env["AGENTMEM_SEMANTIC"])
+    assert config is not None  # the node reads what the operator renders
+    assert (config.uri, config.dimensions, config.metric) == (
+        "http://milvus.milvus.svc:19530", 768, "IP",
+    )  # fmt: skip
+    assert config.collection == f"agentmem_{cluster.namespace}_{cluster.name}".replace("-", "_")
+    assert config.index_params == {"M": 32} and config.search_params == {"ef": 64}
+    assert config.token_file == "/etc/agentmem/milvus/token"
+    assert config.embedder.api_key_file == "/etc/agentmem/embedder/key"
+    assert config.embedder.url == "https://llm.example/v1" and config.writer == "auto"
+    mounts = {m["name"]: m["mountPath"] for m in node["volumeMounts"]}
+    assert mounts["milvus-token"] == "/etc/agentmem/milvus"
+    assert mounts["embedder-key"] == "/etc/agentmem/embedder"
+    volumes = {v["name"]: v["secret"] for v in pod["volumes"] if "secret" in v}
+    assert volumes["embedder-key"]["items"] == [{"key": "api-key", "path": "key"}]
+    without = shard_statefulset(with_spec(example), 0)["spec"]["template"]["spec"]
+    assert "AGENTMEM_SEMANTIC" not in {e["name"] for e in without["containers"][0]["env"]}

@@ -26,6 +26,8 @@ DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 TOPIC_PATTERN = r"^[a-zA-Z0-9._-]+$"
 
 Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN, max_length=32)]
+#: A parameter of a Milvus index (M, efConstruction, nlist, ef, nprobe, ...).
+IndexParam = Annotated[int, Field(ge=1, le=1_000_000)]
 SecretName = Annotated[str, Field(pattern=DNS_LABEL_PATTERN, min_length=1, max_length=253)]
 SecretKey = Annotated[str, Field(pattern=r"^[-._a-zA-Z0-9]+$", min_length=1, max_length=253)]
 
@@ -741,6 +743,86 @@ class Quotas(Model):
         )
 
 
+class Embedder(Model):
+    """What turns a write's text (and a search's query) into a vector, once, on the
+    node that accepts it (the vector travels in the event)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            cel(
+                "self.kind != 'openai' || has(self.url)",
+                "spec.semantic.embedder.url is required when kind is openai",
+                ".url",
+            ),
+        )
+    )
+
+    kind: Literal["none", "openai", "hashing"] = Field(
+        "none",
+        description=(
+            "none: clients send vectors; openai: an OpenAI-compatible POST {url}/embeddings "
+            "(OpenAI, vLLM, Ollama, text-embeddings-inference, ...); hashing: a deterministic "
+            "lexical embedder without a model (tests and demos)."
+        ),
+    )
+    url: str | None = Field(
+        None, pattern=r"^https?://", max_length=1024, description="Base URL, e.g. https://host/v1."
+    )
+    model: str | None = Field(None, max_length=256, description="The model to ask for.")
+    api_key_secret: SecretKeyRef | None = Field(
+        None, description="Secret key holding the endpoint's API key (sent as a bearer token)."
+    )
+    timeout_seconds: int = Field(10, ge=1, le=300, description="Per request to the endpoint.")
+
+
+class VectorIndex(Model):
+    """The Milvus index of the vectors."""
+
+    type: Literal["HNSW", "IVF_FLAT", "IVF_SQ8", "FLAT", "AUTOINDEX"] = Field(
+        "HNSW", description="Index type (Milvus's names)."
+    )
+    params: dict[str, IndexParam] | None = Field(
+        None,
+        max_length=8,
+        description="Build parameters (HNSW: M 16, efConstruction 200; IVF: nlist 1024).",
+    )
+    search_params: dict[str, IndexParam] | None = Field(
+        None,
+        max_length=8,
+        description="Search parameters (HNSW: ef 128; IVF: nprobe 32).",
+    )
+
+
+class Semantic(Model):
+    """Semantic memory: a vector index in Milvus fed from the event log, searchable
+    with the same consistency as reads. The operator does not install Milvus."""
+
+    milvus_uri: str = Field(
+        pattern=r"^(https?|tcp)://",
+        max_length=1024,
+        description="The Milvus server, e.g. http://milvus.milvus.svc:19530.",
+    )
+    token_secret: SecretKeyRef | None = Field(
+        None, description="Secret key holding Milvus's token (user:password, or an API key)."
+    )
+    database: str | None = Field(
+        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=255, description="Milvus database."
+    )
+    collection: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        max_length=200,
+        description="Collection of this cluster's vectors; agentmem_<namespace>_<name> when unset.",
+    )
+    dimensions: int = Field(ge=2, le=32768, description="Dimensions of every vector.")
+    metric: Literal["COSINE", "IP", "L2"] = Field("COSINE", description="Similarity metric.")
+    index: VectorIndex = nested(VectorIndex, "The vector index.")
+    embedder: Embedder = nested(Embedder, "The embedder.")
+
+    def collection_name(self, namespace: str, name: str) -> str:
+        return self.collection or f"agentmem_{namespace}_{name}".replace("-", "_").replace(".", "_")
+
+
 class AgentMemoryClusterSpec(Model):
     """Desired state of an agentmem cluster."""
 
@@ -811,6 +893,13 @@ class AgentMemoryClusterSpec(Model):
     auth: Auth = nested(Auth, "Authentication and authorization of requests.")
     quotas: Quotas = nested(Quotas, "Per-tenant quotas and per-client bounds.")
     tls: ClusterTls = nested(ClusterTls, "TLS on the data path.")
+    semantic: Semantic | None = Field(
+        None,
+        description=(
+            "Semantic memory (vector search over memories) in a Milvus server; none: off. "
+            "docs/semantic.md."
+        ),
+    )
 
     @model_validator(mode="after")
     def _check(self) -> AgentMemoryClusterSpec:

@@ -3,6 +3,7 @@ Service and its PodDisruptionBudget."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from agentmem.model import AgentMemoryCluster, naming
@@ -22,6 +23,8 @@ DIRECTORY_MOUNT = "/etc/agentmem/directory"
 
 AUTH_MOUNT = "/etc/agentmem/auth"
 AUDIT_MOUNT = "/etc/agentmem/audit"
+MILVUS_MOUNT = "/etc/agentmem/milvus"
+EMBEDDER_MOUNT = "/etc/agentmem/embedder"
 SERVING_TLS_MOUNT = "/etc/agentmem/tls"
 
 
@@ -164,6 +167,62 @@ def audit_volume(cluster: AgentMemoryCluster) -> dict[str, Any] | None:
     }
 
 
+def semantic_env(cluster: AgentMemoryCluster) -> list[dict[str, Any]]:
+    """The node's AGENTMEM_SEMANTIC (agentmem.semantic.SemanticConfig), with spec.semantic."""
+    semantic = cluster.spec.semantic
+    if semantic is None:
+        return []
+    index: dict[str, Any] = {"type": semantic.index.type}
+    if semantic.index.params:
+        index["params"] = semantic.index.params
+    if semantic.index.search_params:
+        index["searchParams"] = semantic.index.search_params
+    embedder = semantic.embedder
+    embedder_config: dict[str, Any] = {
+        "kind": embedder.kind,
+        "timeoutSeconds": embedder.timeout_seconds,
+    }
+    if embedder.url:
+        embedder_config["url"] = embedder.url
+    if embedder.model:
+        embedder_config["model"] = embedder.model
+    if embedder.api_key_secret is not None:
+        embedder_config["apiKeyFile"] = f"{EMBEDDER_MOUNT}/key"
+    config: dict[str, Any] = {
+        "uri": semantic.milvus_uri,
+        "dimensions": semantic.dimensions,
+        "metric": semantic.metric,
+        "collection": semantic.collection_name(cluster.namespace, cluster.name),
+        "index": index,
+        "embedder": embedder_config,
+    }
+    if semantic.token_secret is not None:
+        config["tokenFile"] = f"{MILVUS_MOUNT}/token"
+    if semantic.database:
+        config["dbName"] = semantic.database
+    return [{"name": "AGENTMEM_SEMANTIC", "value": json.dumps(config, sort_keys=True)}]
+
+
+def semantic_volumes(cluster: AgentMemoryCluster) -> list[tuple[dict[str, Any], str]]:
+    """The Milvus token and the embedder's API key as files: (volume, mount path)."""
+    semantic = cluster.spec.semantic
+    if semantic is None:
+        return []
+    out = []
+    for name, ref, mount, path in (
+        ("milvus-token", semantic.token_secret, MILVUS_MOUNT, "token"),
+        ("embedder-key", semantic.embedder.api_key_secret, EMBEDDER_MOUNT, "key"),
+    ):
+        if ref is not None:
+            volume = {
+                "name": name,
+                "secret": {"secretName": ref.name, "items": [{"key": ref.key, "path": path}],
+                           "defaultMode": 0o440},
+            }  # fmt: skip
+            out.append((volume, mount))
+    return out
+
+
 def common_env(cluster: AgentMemoryCluster) -> list[dict[str, Any]]:
     """What every agentmem container needs to find its cluster."""
     env: list[dict[str, Any]] = [
@@ -265,6 +324,8 @@ def node_container(cluster: AgentMemoryCluster, shard: int) -> dict[str, Any]:
     if audit_volume(cluster) is not None:
         mounts.append({"name": "audit", "mountPath": AUDIT_MOUNT, "readOnly": True})
         audit_env = [{"name": "AGENTMEM_AUDIT_KEY_FILE", "value": f"{AUDIT_MOUNT}/audit.pem"}]
+    for volume, mount in semantic_volumes(cluster):
+        mounts.append({"name": volume["name"], "mountPath": mount, "readOnly": True})
     kafka_config = spec.event_log.kafka.config
     return {
         "name": "memory-node",
@@ -292,6 +353,7 @@ def node_container(cluster: AgentMemoryCluster, shard: int) -> dict[str, Any]:
             {"name": "AGENTMEM_HANDOFF_SECONDS", "value": str(spec.rebalance.handoff_seconds)},
             *kafka_env(cluster),
             *store_env(cluster),
+            *semantic_env(cluster),
         ],
         "startupProbe": http_probe(cluster, "/livez", period=2, failures=60),
         "readinessProbe": http_probe(cluster, "/readyz", period=5, failures=3),
@@ -367,6 +429,7 @@ def shard_statefulset(cluster: AgentMemoryCluster, shard: int) -> dict[str, Any]
     for extra in (tls_volume(cluster), store_tls_volume(cluster), audit_volume(cluster)):
         if extra is not None:
             volumes.append(extra)
+    volumes += [volume for volume, _ in semantic_volumes(cluster)]
     claims: list[dict[str, Any]] = []
     persistence = spec.cache.persistence
     if persistence.enabled:
