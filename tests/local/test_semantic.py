@@ -8,8 +8,10 @@ state which version is current), a shard down during a tenant-wide search.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -17,10 +19,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
 
-from agentmem.client import ForbiddenError, IncompleteError, Memory, UnavailableError
+from agentmem.client import AsyncMemory, ForbiddenError, IncompleteError, Memory, UnavailableError
 from agentmem.directory import partition_for
+from agentmem.integrations.langgraph import AgentmemStore
 from agentmem.local import LocalCluster
+from agentmem.semantic.embed import HashingEmbedder
 from tests.local.conftest import start_cluster
 from tests.net import free_port
 
@@ -238,3 +244,63 @@ def node_metrics(c: LocalCluster, shard: int) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             out[name.split("{", 1)[0]] = out.get(name.split("{", 1)[0], 0.0) + float(value)
     return out
+
+
+def test_the_langgraph_store_searches_by_meaning(cluster: LocalCluster) -> None:
+    hashing = HashingEmbedder(DIMENSIONS)
+
+    def embed(texts: list[str]) -> list[list[float]]:  # the store's own embedder
+        return [hashing.embed_one(t) for t in texts]
+
+    async def scenario() -> None:
+        async with AsyncMemory(
+            cluster.router_url, tenant="lg", token_file=str(cluster.token_file)
+        ) as m:
+            # the cluster embeds (index without embed), or the store does (with embed)
+            for store in (
+                AgentmemStore(m, index={"dims": DIMENSIONS, "fields": ["text"]}),
+                AgentmemStore(m, index={"dims": DIMENSIONS, "embed": embed, "fields": ["text"]}),
+            ):
+                user = f"user-{id(store)}"
+                await store.aput((user, "memories"), "food", {"text": "likes pizza with olives"})
+                await store.aput((user, "memories"), "pet", {"text": "has a cat named Miso"})
+                await store.aput((user, "memories"), "raw", {"text": "not indexed"}, index=False)
+                await store.aput((user, "prefs"), "tea", {"text": "drinks green tea", "n": 2})
+                found = await store.asearch((user,), query="likes pizza with olives?", limit=2)
+                assert found[0].key == "food" and found[0].score is not None
+                assert found[0].value == {"text": "likes pizza with olives"}
+                scoped = await store.asearch((user, "prefs"), query="pizza", limit=5)
+                assert [i.key for i in scoped] == ["tea"]
+                everything = await store.asearch((user,), query="not indexed", limit=10)
+                assert "raw" not in {i.key for i in everything}
+                filtered = await store.asearch((user,), query="tea", filter={"n": 2}, limit=5)
+                assert [i.key for i in filtered] == ["tea"]
+
+    asyncio.run(scenario())
+
+
+def test_the_mcp_server_remembers_and_searches(cluster: LocalCluster) -> None:
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "agentmem", "mcp", "--url", cluster.router_url, "--tenant", "mcp",
+              "--agent", "bot-1", "--token-file", str(cluster.token_file)],
+    )  # fmt: skip
+
+    def data(result: Any) -> Any:
+        assert not result.isError, result.content
+        content = result.structuredContent
+        return content.get("result", content) if content is not None else None
+
+    async def scenario() -> None:
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            for key, text in (("dock", "the charging dock is in bay three"),
+                              ("map", "the north map was updated")):  # fmt: skip
+                await session.call_tool("memory_remember", {"key": key, "text": text})
+            hits = data(
+                await session.call_tool("memory_search", {"query": "where to charge", "k": 1})
+            )
+            assert [h["key"] for h in hits] == ["dock"]
+            assert hits[0]["value"] == {"text": "the charging dock is in bay three"}
+
+    asyncio.run(scenario())

@@ -311,9 +311,13 @@ class AsyncMemory:
         *,
         ttl: int | None = None,
         attempts: int = 1000,
+        text: str | None = None,
+        vector: Sequence[float] | None = None,
+        embed: Sequence[str] | None = None,
     ) -> tuple[Any, Written]:
         """Read the key, compute ``fn(value)`` (``None`` when absent), and write the
         result only if nobody changed the key in between; retry on conflict.
+        ``text``, ``vector`` and ``embed`` as for :meth:`put`.
 
         Returns the value written and its version. Nothing is lost under
         contention: every successful update saw the value it replaced.
@@ -325,9 +329,15 @@ class AsyncMemory:
             new = fn(None if current is None else current.value)
             try:
                 if current is None:
-                    written = await self.put(agent, key, new, ttl=ttl, if_absent=True)
+                    written = await self.put(
+                        agent, key, new, ttl=ttl, if_absent=True, text=text, vector=vector,
+                        embed=embed,
+                    )  # fmt: skip
                 else:
-                    written = await self.put(agent, key, new, ttl=ttl, if_version=current.version)
+                    written = await self.put(
+                        agent, key, new, ttl=ttl, if_version=current.version, text=text,
+                        vector=vector, embed=embed,
+                    )  # fmt: skip
                 return new, written
             except ConflictError as exc:
                 if exc.current_version is not None:

@@ -1,8 +1,10 @@
 """``agentmem mcp``: memory tools for any MCP client, scoped to one tenant and agent.
 
 Tools: ``memory_get``, ``memory_put``, ``memory_patch``, ``memory_delete``,
-``memory_keys``, ``memory_update_if`` (a conditional put) and
-``memory_history``. Every tool works on the one agent the server was started
+``memory_keys``, ``memory_update_if`` (a conditional put), ``memory_history``,
+and, on a cluster with semantic memory, ``memory_remember`` (a note found by
+its meaning) and ``memory_search`` (the agent's memories closest to a query,
+including what it just wrote). Every tool works on the one agent the server was started
 for (``--tenant``, ``--agent``): a model cannot reach another agent's memory
 through it. Served over stdio (the default) or streamable HTTP
 (``--transport http``), with the MCP SDK's FastMCP.
@@ -81,6 +83,27 @@ def build_server(
         """Set a key to a JSON value (optionally expiring after ttl_seconds)."""
         written = await guarded(mem().put(agent, key, value, ttl=ttl_seconds))
         return {"key": key, "version": written.version}
+
+    @server.tool()
+    async def memory_remember(
+        key: str, text: str, value: Any = None, ttl_seconds: int | None = None
+    ) -> dict[str, Any]:
+        """Remember a text (with an optional JSON value; default {"text": text}) so that
+        memory_search finds it by meaning."""
+        stored = {"text": text} if value is None else value
+        written = await guarded(mem().put(agent, key, stored, ttl=ttl_seconds, text=text))
+        return {"key": key, "version": written.version}
+
+    @server.tool()
+    async def memory_search(query: str, k: int = 5) -> list[dict[str, Any]]:
+        """The k memories of this agent closest in meaning to the query, best first:
+        key, value, the text it was found by, score (higher is closer, except for L2)."""
+        hits = await guarded(mem().search(query, agent=agent, k=k))
+        return [
+            {"key": h.key, "value": h.value, "text": h.text, "score": h.score,
+             "version": h.version}
+            for h in hits
+        ]  # fmt: skip
 
     @server.tool()
     async def memory_patch(key: str, patch: dict[str, Any]) -> dict[str, Any]:

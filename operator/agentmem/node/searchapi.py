@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
-from agentmem.directory.names import InvalidNameError, check_agent, check_key, check_tenant
+from agentmem.directory.names import check_tenant
 from agentmem.node import errors
 from agentmem.node.requests import Consistency, Embedding, SearchRequest
 from agentmem.node.semantic import MAX_K
@@ -17,6 +18,8 @@ from agentmem.semantic.filters import FilterError, Scope, parse_filter
 #: A write with text or a vector to index: ``{"value": ..., "text": "...", "vector": [...]}``.
 MEMORY = "application/vnd.agentmem.memory+json"
 MAX_QUERY_BYTES = 65_535
+_KEY_PREFIX = re.compile(r"[A-Za-z0-9._:/=@+-]+")
+_AGENT_PREFIX = re.compile(r"[A-Za-z0-9._:-]+")
 
 
 def _vector(data: Any, where: str) -> list[float] | None:
@@ -107,11 +110,13 @@ def search_request(
         value = data.get(name, "")
         if not isinstance(value, str):
             raise errors.InvalidRequest("invalid_search", f"{name} is a string")
-        if value:
-            try:
-                (check_key if name == "key_prefix" else check_agent)(value)
-            except InvalidNameError as exc:
-                raise errors.InvalidRequest("invalid_name", f"{name}: {exc}") from None
+        pattern, limit = (_KEY_PREFIX, 512) if name == "key_prefix" else (_AGENT_PREFIX, 128)
+        if value and (len(value) > limit or not pattern.fullmatch(value)):
+            raise errors.InvalidRequest(
+                "invalid_name",
+                f"{name} {value!r} is not the start of a name (up to {limit} letters, digits "
+                f"and {'._:/=@+-' if name == 'key_prefix' else '._:-'})",
+            )
         prefixes[name] = value
     consistency = data.get("consistency", default_consistency)
     if consistency not in ("eventual", "session", "strong"):

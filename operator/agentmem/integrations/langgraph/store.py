@@ -39,6 +39,7 @@ from typing import Any
 
 from langgraph.store.base import (
     GetOp,
+    IndexConfig,
     Item,
     ListNamespacesOp,
     MatchCondition,
@@ -48,6 +49,9 @@ from langgraph.store.base import (
     SearchItem,
     SearchOp,
     TTLConfig,
+    ensure_embeddings,
+    get_text_at_path,
+    tokenize_path,
 )
 from langgraph.store.base.batch import AsyncBatchedBaseStore
 
@@ -130,11 +134,21 @@ class AgentmemStore(AsyncBatchedBaseStore):
         *,
         ttl: TTLConfig | None = None,
         allow_partial: bool = False,
+        index: IndexConfig | None = None,
     ) -> None:
         super().__init__()
         self.memory = memory
         self.ttl_config = ttl
         self.allow_partial = allow_partial
+        #: Semantic search (LangGraph's IndexConfig): ``fields`` of each value are the
+        #: text an item is found by (default: the whole value); with ``embed`` the
+        #: store embeds them itself and sends the vectors, else the cluster's embedder
+        #: does (spec.semantic.embedder). ``dims`` must match the cluster's.
+        self.index_config = index
+        self.embeddings = (
+            ensure_embeddings(index.get("embed")) if index and index.get("embed") else None
+        )
+        self.index_fields = list((index or {}).get("fields") or ["$"])
 
     @classmethod
     @asynccontextmanager
@@ -147,10 +161,11 @@ class AgentmemStore(AsyncBatchedBaseStore):
         allow_partial: bool = False,
         token: str | None = None,
         token_file: str | None = None,
+        index: IndexConfig | None = None,
     ) -> AsyncIterator[AgentmemStore]:
         """A store with its own SDK client, closed on exit (tokens as in :class:`AsyncMemory`)."""
         async with AsyncMemory(url, tenant=tenant, token=token, token_file=token_file) as memory:
-            yield cls(memory, ttl=ttl, allow_partial=allow_partial)
+            yield cls(memory, ttl=ttl, allow_partial=allow_partial, index=index)
 
     def batch(self, ops: Iterable[Op]) -> list[Result]:
         return asyncio.run_coroutine_threadsafe(self.abatch(ops), self._loop).result()
@@ -232,13 +247,32 @@ class AgentmemStore(AsyncBatchedBaseStore):
             return {"value": op.value, "created_at": created, "updated_at": now,
                     "ttl": ttl_minutes}  # fmt: skip
 
+        text, vector = await self._embedding(op)
+        found_by: dict[str, Any] = {"text": text, "vector": vector}
         try:
             if before is None:
-                await self.memory.put(agent, path, build(None), ttl=ttl, if_absent=True)
+                await self.memory.put(agent, path, build(None), ttl=ttl, if_absent=True, **found_by)
             else:
-                await self.memory.put(agent, path, build(before[0]), ttl=ttl, if_version=before[1])
+                await self.memory.put(
+                    agent, path, build(before[0]), ttl=ttl, if_version=before[1], **found_by
+                )
         except ConflictError:  # someone wrote in between: read again, keep created_at
-            await self.memory.update(agent, path, build, ttl=ttl)
+            await self.memory.update(agent, path, build, ttl=ttl, **found_by)
+
+    async def _embedding(self, op: PutOp) -> tuple[str | None, list[float] | None]:
+        """The text (and, with ``embed``, the vector) an item is found by; (None, None)
+        when it is not to be indexed."""
+        if self.index_config is None or op.index is False or op.value is None:
+            return None, None
+        fields = self.index_fields if op.index is None else list(op.index)
+        texts = [t for f in fields for t in get_text_at_path(op.value, tokenize_path(f))]
+        if not texts:
+            return None, None
+        text = "\n\n".join(texts)
+        if self.embeddings is None:
+            return text, None
+        (vector,) = await self.embeddings.aembed_documents([text])
+        return text, list(vector)
 
     async def _touch(self, agent: str, path: str, found: tuple[dict[str, Any], str]) -> None:
         """Extend an item's TTL on read (best effort: a concurrent write wins)."""
@@ -285,9 +319,13 @@ class AgentmemStore(AsyncBatchedBaseStore):
     async def _search(self, op: SearchOp) -> list[SearchItem]:
         """Items under the prefix that match the filter, most recently updated first.
 
-        A natural-language ``query`` needs the vector index (semantic memory);
-        until it is configured the query does not rank, and every score is None.
+        With a ``query`` and an ``index`` configuration: the items closest in
+        meaning, best first, with their scores (the cluster's vector search: one
+        agent's partition when the prefix names the agent, else every shard).
+        Without an index configuration the query does not rank: every score is None.
         """
+        if op.query and self.index_config is not None:
+            return await self._semantic_search(op)
         rows = [r for r in await self._items_under(op.namespace_prefix)
                 if _matches(r[2]["value"], op.filter)]  # fmt: skip
         rows.sort(key=lambda r: (r[2]["updated_at"], r[0], r[1]), reverse=True)
@@ -299,6 +337,39 @@ class AgentmemStore(AsyncBatchedBaseStore):
             )
             for ns, key, stored in rows[op.offset : op.offset + op.limit]
         ]  # fmt: skip
+
+    async def _semantic_search(self, op: SearchOp) -> list[SearchItem]:
+        assert op.query is not None
+        prefix = op.namespace_prefix
+        agent = names.agent_of(prefix) if prefix else None
+        key_prefix = names.STORE_PREFIX + "".join(names.encode(n) + "/" for n in prefix[1:])
+        vector = None
+        if self.embeddings is not None:
+            vector = list(await self.embeddings.aembed_query(op.query))
+        found = await self.memory.search(
+            None if vector is not None else op.query, vector=vector, agent=agent,
+            key_prefix=key_prefix, k=min(1000, (op.offset + op.limit) * 2 + 10),
+            allow_partial=self.allow_partial,
+        )  # fmt: skip
+        items = []
+        for hit in found:
+            parsed = names.parse_store_key(hit.agent, hit.key)
+            stored = hit.value
+            if parsed is None or not isinstance(stored, dict) or "value" not in stored:
+                continue
+            if not _matches(stored["value"], op.filter):
+                continue
+            items.append(
+                SearchItem(
+                    namespace=parsed[0],
+                    key=parsed[1],
+                    value=stored["value"],
+                    created_at=dt.datetime.fromisoformat(stored["created_at"]),
+                    updated_at=dt.datetime.fromisoformat(stored["updated_at"]),
+                    score=hit.score,
+                )
+            )
+        return items[op.offset : op.offset + op.limit]
 
     async def _list_namespaces(self, op: ListNamespacesOp) -> list[tuple[str, ...]]:
         """Namespaces in use that meet the conditions, truncated to ``max_depth``,
