@@ -144,7 +144,8 @@ async def measure_lag(
     import aiohttp
 
     port = free_port()
-    config = {"uri": uri, "dimensions": dims, "collection": "bench_lag", "writer": "true"}
+    config = {"uri": uri, "dimensions": dims, "collection": "bench_lag", "writer": "true",
+              "flushRows": 5000}  # as agentmem up runs Milvus Lite  # fmt: skip
     log = (work / "node.log").open("wb")
     node = subprocess.Popen(
         [sys.executable, "-m", "agentmem", "node", "--partitions", str(PARTITIONS),

@@ -1,7 +1,11 @@
-"""Fuzz the node's API from its own OpenAPI document: no input makes it fail with a 5xx."""
+"""Fuzz the node's API from its own OpenAPI document: no input makes it fail with a 5xx.
+
+The node has semantic memory (Milvus Lite, vectors of 4 dimensions), so writes
+with texts and vectors and searches with filters are fuzzed too."""
 
 from __future__ import annotations
 
+import json
 import signal
 from collections import Counter
 from collections.abc import Iterator
@@ -13,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from agentmem.eventlog.kafka import TopicSpec, ensure_topic
 from tests.controlplane.conftest import free_port
 from tests.kafka.conftest import PARTITIONS, Broker, NodeProcess, RedisServer
+from tests.milvus import MilvusLite
 
 
 @pytest.fixture(scope="module")
@@ -21,10 +26,17 @@ def fuzzed_node(kafka: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iter
     topic = "agentmem.test.fuzz.events"
     ensure_topic(kafka.settings(), TopicSpec(topic, PARTITIONS, 1, {"min.insync.replicas": "1"}))
     server = RedisServer(free_port(), workdir).start()
-    node = NodeProcess(kafka, topic, server.url, workdir / "node.log", max_value_bytes="65536")
+    milvus = MilvusLite(workdir / "milvus").start()
+    semantic = {"uri": milvus.uri, "dimensions": 4, "collection": "fuzz", "writer": "true",
+                "embedder": {"kind": "hashing"}}  # fmt: skip
+    node = NodeProcess(
+        kafka, topic, server.url, workdir / "node.log", max_value_bytes="65536",
+        semantic=json.dumps(semantic),
+    )  # fmt: skip
     node.start()
     yield node
     node.kill(signal.SIGTERM)
+    milvus.stop()
     server.stop()
 
 

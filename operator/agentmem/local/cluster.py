@@ -271,6 +271,7 @@ class LocalCluster:
                 "dimensions": self.dimensions,
                 "collection": "agentmem_local",
                 "writer": "true",  # one replica per shard: it writes its partitions
+                "flushRows": 0 if self.milvus else 5000,  # Milvus Lite: see SemanticConfig
                 "embedder": embedder,
             }
         )

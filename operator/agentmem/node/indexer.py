@@ -62,6 +62,7 @@ MAX_BATCH = 2000
 MAX_QUEUED = 100_000
 #: How often expired rows are removed from the index.
 SWEEP_SECONDS = 10.0
+NEVER = 2**62
 
 Lookup = Callable[[Sequence[str]], list[Record | None]]
 Report = Callable[[str | None], None]
@@ -179,6 +180,10 @@ class IndexWriter(threading.Thread):
         self.indexed: dict[int, int] = {}
         self.offered: dict[int, int] = {}
         self.log_time: dict[int, int] = {}
+        #: partition -> the earliest expiry of the rows written since its last sweep
+        #: (absent: not known, so the first sweep looks)
+        self.expiring: dict[int, int] = {}
+        self._unsealed = 0  # rows written since the index was last sealed (flush_rows)
         self._swept = time.monotonic()
         self.error: str | None = None
         self.changed = threading.Condition()
@@ -205,6 +210,8 @@ class IndexWriter(threading.Thread):
                 self._queued -= sum(len(r.records) for r in queue)
             self.offered.pop(partition, None)
             self.indexed.pop(partition, None)
+            self.log_time.pop(partition, None)
+            self.expiring.pop(partition, None)
 
     def stop(self) -> None:
         self._stop_flag.set()
@@ -270,8 +277,14 @@ class IndexWriter(threading.Thread):
         self._observe_lag()
         if time.monotonic() - self._swept >= SWEEP_SECONDS:
             self._swept = time.monotonic()
-            for p, log_time in list(self.log_time.items()):
-                self.index.sweep(p, log_time)
+            # Only partitions that may hold expired rows: those this writer gave rows
+            # with an expiry that has passed, and at first every one it writes (rows
+            # of an earlier writer).
+            due = {p: t for p, t in self.log_time.items() if self.expiring.get(p, 0) <= t}
+            if due:
+                self.index.sweep(due)
+                for p in due:
+                    self.expiring[p] = NEVER
         return bool(writes)
 
     def _next(self, partition: int) -> _Range | None:
@@ -350,11 +363,20 @@ class IndexWriter(threading.Thread):
         now = time.time()
         with self.changed:
             for w in writes:
-                self.indexed[w.change.partition] = w.change.upto
-                self.log_time[w.change.partition] = w.log_time
+                p = w.change.partition
+                self.indexed[p] = w.change.upto
+                self.log_time[p] = w.log_time
+                expiries = [r.expires_at for r in w.change.rows if r.expires_at]
+                if expiries:
+                    self.expiring[p] = min(self.expiring.get(p, NEVER), *expiries)
                 self.metrics.index_delay.observe(max(0.0, now - w.log_time / 1000))
             self.changed.notify_all()
         self.metrics.index_writes.inc()
+        if self.config.flush_rows:
+            self._unsealed += sum(len(w.change.rows) + len(w.change.replaced) for w in writes)
+            if self._unsealed >= self.config.flush_rows:
+                self.index.flush()
+                self._unsealed = 0
 
     def _observe_lag(self) -> None:
         now = time.time()

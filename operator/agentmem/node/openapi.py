@@ -6,6 +6,7 @@ from typing import Any
 
 from agentmem import __version__
 from agentmem.directory.names import MAX_ID_LENGTH, MAX_KEY_LENGTH
+from agentmem.node.searchapi import MEMORY
 
 _ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 _KEY_PATTERN = "^[A-Za-z0-9._:=@+-]+(/[A-Za-z0-9._:=@+-]+)*$"
@@ -123,6 +124,44 @@ def openapi_document(max_value_bytes: int) -> dict[str, Any]:
         {"type": "string", "pattern": _VERSION_PATTERN},
         "Continue after this version.",
     )
+    embed = _param(
+        "embed",
+        "query",
+        {"type": "string", "maxLength": 3200},
+        "Value fields (dotted paths, comma-separated) whose text the node embeds: the key "
+        "is found by their meaning (docs/semantic.md).",
+    )
+    memory_body = {
+        "schema": {
+            "type": "object",
+            "required": ["value"],
+            "properties": {
+                "value": {},
+                "text": {"type": "string", "maxLength": 65535},
+                "vector": {"type": "array", "items": {"type": "number"}, "maxItems": 32768},
+            },
+            "additionalProperties": False,
+        }
+    }
+    search_properties: dict[str, Any] = {
+        "query": {"type": "string", "minLength": 1, "maxLength": 65535},
+        "vector": {"type": "array", "items": {"type": "number"}, "maxItems": 32768},
+        "k": {"type": "integer", "minimum": 1, "maximum": 1000},
+        "filter": {"type": "object"},
+        "key_prefix": {"type": "string", "maxLength": 512},
+        "consistency": {"type": "string", "enum": ["eventual", "session", "strong"]},
+        "min_version": {"type": "string", "pattern": _VERSION_PATTERN},
+    }
+    tenant_search_properties = {
+        **search_properties,
+        "agent_prefix": {"type": "string", "maxLength": 128},
+        "min_versions": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "partitions": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+    }
+    found = {
+        "description": "The closest items, best first (score: similarity, or distance for L2).",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
     write_ok = {
         "description": "Applied.",
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/WriteResult"}}},
@@ -166,11 +205,14 @@ def openapi_document(max_value_bytes: int) -> dict[str, Any]:
                     },
                 },
                 "put": {
-                    "summary": "Set a key.",
-                    "parameters": [*key_params, if_match, if_none, request_id, ttl],
+                    "summary": "Set a key (with a text or vector: found by meaning).",
+                    "parameters": [*key_params, if_match, if_none, request_id, ttl, embed],
                     "requestBody": {
                         "required": True,
-                        "content": {"application/json": {"schema": any_json}},
+                        "content": {
+                            "application/json": {"schema": any_json},
+                            MEMORY: memory_body,
+                        },
                     },
                     "responses": {"200": write_ok, **write_errors},
                 },
@@ -277,6 +319,47 @@ def openapi_document(max_value_bytes: int) -> dict[str, Any]:
                     "parameters": [tenant, agent, epoch, after],
                     "responses": {
                         "200": {"description": "text/event-stream of change events."},
+                        **_ERRORS,
+                    },
+                },
+            },
+            "/v1/tenants/{tenant}/agents/{agent}/search": {
+                "post": {
+                    "summary": "The agent's keys closest in meaning to a query or vector.",
+                    "parameters": [tenant, agent, epoch],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"type": "object", "properties": search_properties}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": found,
+                        "404": _error("No semantic memory on this cluster."),
+                        "415": write_errors["415"],
+                        **_ERRORS,
+                    },
+                },
+            },
+            "/v1/tenants/{tenant}/search": {
+                "post": {
+                    "summary": "The tenant's keys closest in meaning, in the partitions this node "
+                    "owns (ask every shard and merge for the whole cluster).",
+                    "parameters": [tenant, epoch],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"type": "object", "properties": tenant_search_properties}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": found,
+                        "404": _error("No semantic memory on this cluster."),
+                        "415": write_errors["415"],
                         **_ERRORS,
                     },
                 },

@@ -61,6 +61,11 @@ class SemanticConfig:
     writer: Literal["auto", "true", "false"] = "auto"
     #: Values up to this size are copied into the index for filters on their fields.
     value_bytes: int = 16_384
+    #: Seal the index's in-memory rows into segments after this many written rows
+    #: (0: leave it to Milvus). Milvus Lite evaluates filters and deletes row by row
+    #: on what it holds in memory (20,000 rows: 0.85 s a delete; sealed: 0.05 s), so
+    #: ``agentmem up`` seals every 5,000; a Milvus server seals by itself.
+    flush_rows: int = 0
     embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
 
     @classmethod
@@ -135,6 +140,9 @@ class SemanticConfig:
             )
         if kind == "python" and ":" not in str(embedder.get("callable", "")):
             raise SemanticConfigError("semantic.embedder.callable is 'module:function' for python")
+        flush_rows = data.get("flushRows", 0)
+        if not isinstance(flush_rows, int) or not 0 <= flush_rows <= 10_000_000:
+            raise SemanticConfigError("semantic.flushRows is a whole number from 0 to 10000000")
         value_bytes = data.get("valueBytes", 16_384)
         if not isinstance(value_bytes, int) or not 0 <= value_bytes <= 65_536:
             raise SemanticConfigError("semantic.valueBytes is a whole number from 0 to 65536")
@@ -150,6 +158,7 @@ class SemanticConfig:
             db_name=text("dbName"),
             writer=writer,  # type: ignore[arg-type]
             value_bytes=value_bytes,
+            flush_rows=flush_rows,
             embedder=EmbedderConfig(
                 kind=kind,
                 url=str(embedder.get("url", "")).rstrip("/"),

@@ -289,12 +289,14 @@ class MilvusIndex:
         """Seal what Milvus holds in memory into segments (which it then indexes)."""
         self._call("flush", "flush", self.name)
 
-    def sweep(self, partition: int, log_time: int) -> None:
-        """Remove rows of ``partition`` expired by ``log_time``."""
-        expr = f"partition == {partition} and expires_at > 0 and expires_at <= {log_time}"
-        self._call(
-            "delete", "delete", self.name, filter=expr, partition_name=self._partition(partition)
-        )
+    def sweep(self, log_times: dict[int, int]) -> None:
+        """Remove the rows expired by each partition's log time (one delete)."""
+        conditions = [
+            f"(partition == {p} and expires_at > 0 and expires_at <= {t})"
+            for p, t in sorted(log_times.items())
+        ]
+        for i in range(0, len(conditions), 64):
+            self._call("delete", "delete", self.name, filter=" or ".join(conditions[i : i + 64]))
 
     # Reads ----------------------------------------------------------------------
 
