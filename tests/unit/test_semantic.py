@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from pathlib import Path
 
+import aiohttp
 import pytest
 
 from agentmem.directory import Directory, ShardEntry
@@ -205,3 +207,28 @@ def test_a_tenant_wide_search_asks_each_shard_for_its_partitions_and_merges() ->
     twice = [{"items": [item("x", 0.9, "0:1")]}, {"items": [item("x", 0.1, "0:5")]}]
     assert merge(twice, 5, "COSINE")[0]["version"] == "0:5"
     assert missing_partitions(asks, [1]) == [0, 2]
+
+
+def test_a_cluster_without_semantic_memory_says_so_and_writes_nothing(tmp_path: Path) -> None:
+    from tests.unit.test_limits import serve, token
+
+    async def scenario() -> None:
+        async with serve(tmp_path, {}) as base, aiohttp.ClientSession(headers=token("t")) as s:
+            keys = f"{base}/v1/tenants/acme/agents/bot/keys"
+            async with s.put(f"{keys}/k", params={"embed": "text"}, json={"text": "x"}) as r:
+                assert r.status == 400 and (await r.json())["error"] == "semantic_off"
+            memory = {"value": 1, "text": "x"}
+            async with s.put(
+                f"{keys}/k", data=json.dumps(memory),
+                headers={"Content-Type": "application/vnd.agentmem.memory+json"},
+            ) as r:  # fmt: skip
+                assert r.status == 400 and (await r.json())["error"] == "semantic_off"
+            async with s.get(f"{keys}/k") as r:
+                assert r.status == 404  # nothing was written
+            for path in ("/v1/tenants/acme/agents/bot/search", "/v1/tenants/acme/search"):
+                async with s.post(f"{base}{path}", json={"query": "x"}) as r:
+                    body = await r.json()
+                    assert (r.status, body["error"]) == (404, "semantic_off"), body
+                    assert "spec.semantic" in body["message"]
+
+    asyncio.run(scenario())

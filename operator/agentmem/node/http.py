@@ -664,6 +664,8 @@ def _held_kind(request: web.Request, rest: str) -> str | None:
         return "watchers"
     if rest == "history":
         return "history"
+    if rest == "search":
+        return "waiting"  # a search may wait for versions (its consistency is in the body)
     query = request.query
     if query.get("consistency") == "strong" or "min_version" in query:
         return "waiting"
