@@ -750,7 +750,7 @@ class Embedder(Model):
     model_config = ConfigDict(
         json_schema_extra=rules(
             cel(
-                "self.kind != 'openai' || has(self.url)",
+                "!has(self.kind) || self.kind != 'openai' || has(self.url)",
                 "spec.semantic.embedder.url is required when kind is openai",
                 ".url",
             ),
