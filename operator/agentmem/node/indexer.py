@@ -26,9 +26,8 @@ import asyncio
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from agentmem.eventlog.events import Event
 from agentmem.eventlog.ports import (
@@ -41,6 +40,7 @@ from agentmem.eventlog.ports import (
 from agentmem.node import errors
 from agentmem.node.apply import decode
 from agentmem.node.metrics import NodeMetrics
+from agentmem.node.ranges import RangeQueues
 from agentmem.node.state.ports import StateResetError, StateUnavailableError
 from agentmem.semantic import SemanticConfig
 from agentmem.semantic.filters import value_of
@@ -66,18 +66,6 @@ NEVER = 2**62
 
 Lookup = Callable[[Sequence[str]], list[Record | None]]
 Report = Callable[[str | None], None]
-
-
-@dataclass
-class _Range:
-    start: int
-    records: list[LogRecord]
-    codes: list[str | None] | None
-    arrived: float = field(default_factory=time.monotonic)
-
-    @property
-    def end(self) -> int:
-        return self.records[-1].offset
 
 
 @dataclass
@@ -171,14 +159,10 @@ class IndexWriter(threading.Thread):
         self.applied = applied
         self.metrics = metrics
         self.report = report
-        self._queues: dict[int, deque[_Range]] = {}
-        self._queued = 0
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
+        self.queues = RangeQueues(MAX_QUEUED, MAX_BATCH)
         self._stop_flag = threading.Event()
         #: partition -> the offset the index reflects (what this writer knows)
         self.indexed: dict[int, int] = {}
-        self.offered: dict[int, int] = {}
         self.log_time: dict[int, int] = {}
         #: partition -> the earliest expiry of the rows written since its last sweep
         #: (absent: not known, so the first sweep looks)
@@ -193,29 +177,18 @@ class IndexWriter(threading.Thread):
     def offer(
         self, partition: int, start: int, records: list[LogRecord], codes: list[str | None]
     ) -> None:
-        with self._lock:
-            queue = self._queues.setdefault(partition, deque())
-            queue.append(_Range(start, records, codes))
-            self._queued += len(records)
-            self.offered[partition] = records[-1].offset
-            while self._queued > MAX_QUEUED:
-                largest = max(self._queues.values(), key=len)
-                self._queued -= len(largest.popleft().records)
-        self._wake.set()
+        self.queues.offer(partition, start, records, codes)
 
     def forget(self, partition: int) -> None:
-        with self._lock:
-            queue = self._queues.pop(partition, None)
-            if queue:
-                self._queued -= sum(len(r.records) for r in queue)
-            self.offered.pop(partition, None)
+        self.queues.forget(partition)
+        with self.changed:
             self.indexed.pop(partition, None)
             self.log_time.pop(partition, None)
             self.expiring.pop(partition, None)
 
     def stop(self) -> None:
         self._stop_flag.set()
-        self._wake.set()
+        self.queues.wake.set()
 
     # Writer thread ---------------------------------------------------------------
 
@@ -231,8 +204,8 @@ class IndexWriter(threading.Thread):
                 self._set_error(None)
                 backoff = 0.5
                 if not busy:
-                    self._wake.wait(0.05)
-                    self._wake.clear()
+                    self.queues.wake.wait(0.05)
+                    self.queues.wake.clear()
             except IndexConfigError as exc:
                 self._set_error(str(exc))
                 self._stop_flag.wait(30)
@@ -264,8 +237,7 @@ class IndexWriter(threading.Thread):
 
     def _step(self) -> bool:
         applied = self.applied()
-        with self._lock:
-            queued = {p for p, q in self._queues.items() if q}
+        queued = set(self.queues.waiting())
         missing = [p for p in queued | set(applied) if p not in self.indexed]
         if missing:
             self.indexed.update(self.index.offsets(missing))
@@ -287,40 +259,12 @@ class IndexWriter(threading.Thread):
                     self.expiring[p] = NEVER
         return bool(writes)
 
-    def _next(self, partition: int) -> _Range | None:
-        """The first queued range, merged with the ones that continue it."""
-        with self._lock:
-            queue = self._queues.get(partition)
-            if not queue:
-                return None
-            first = queue[0]
-            merged = _Range(first.start, list(first.records), first.codes, first.arrived)
-            merged.codes = None if first.codes is None else list(first.codes)
-            i = 1
-            while i < len(queue) and len(merged.records) < MAX_BATCH:
-                nxt = queue[i]
-                if nxt.start != merged.end + 1:
-                    break
-                merged.records += nxt.records
-                if merged.codes is not None and nxt.codes is not None:
-                    merged.codes += nxt.codes
-                else:
-                    merged.codes = None
-                i += 1
-            return merged
-
-    def _pop_until(self, partition: int, offset: int) -> None:
-        with self._lock:
-            queue = self._queues.get(partition)
-            while queue and queue[0].end <= offset:
-                self._queued -= len(queue.popleft().records)
-
     def _plan(self, p: int) -> _Write | None:
         """The partition's next change: its queued events, or those read again from
         the log (a gap before them, or a state loaded from the store)."""
         indexed = self.indexed.get(p, -1)
-        self._pop_until(p, indexed)
-        batch = self._next(p)
+        self.queues.pop_until(p, indexed)
+        batch = self.queues.next(p)
         if batch is None:
             target = self.applied().get(p, -1)
             if target <= indexed:
@@ -379,17 +323,7 @@ class IndexWriter(threading.Thread):
                 self._unsealed = 0
 
     def _observe_lag(self) -> None:
-        now = time.time()
-        messages, seconds = 0, 0.0
-        with self._lock:
-            for p, queue in self._queues.items():
-                indexed = self.indexed.get(p, -1)
-                messages += max(0, self.offered.get(p, indexed) - indexed)
-                for r in queue:
-                    first = next((x for x in r.records if x.offset > indexed), None)
-                    if first is not None:
-                        seconds = max(seconds, now - first.timestamp / 1000)
-                        break
+        messages, seconds = self.queues.lag(self.indexed)
         self.metrics.index_lag_messages.set(messages)
         self.metrics.index_lag_seconds.set(seconds)
 

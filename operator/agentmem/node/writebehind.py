@@ -21,9 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 
 from agentmem.eventlog.ports import (
     LogAdmin,
@@ -35,6 +33,7 @@ from agentmem.eventlog.ports import (
 )
 from agentmem.node.apply import MemoryState, decode
 from agentmem.node.metrics import NodeMetrics
+from agentmem.node.ranges import RangeQueues
 from agentmem.semantic.milvus import IndexUnavailableError
 from agentmem.store.ports import (
     BatchView,
@@ -86,17 +85,6 @@ def changes_of(partition: int, records: Sequence[LogRecord], window_ms: int) -> 
         return changes
 
     return compute
-
-
-@dataclass
-class _Range:
-    start: int  # the range covers start..records[-1].offset of the log
-    records: list[LogRecord]
-    arrived: float = field(default_factory=time.monotonic)
-
-    @property
-    def end(self) -> int:
-        return self.records[-1].offset
 
 
 class StoreHandle:
@@ -161,13 +149,9 @@ class StoreWriter(threading.Thread):
         self.truncate_every = truncate_every
         #: What other projections reflect (the vector index): never truncated past.
         self.floor = floor
-        self._queues: dict[int, deque[_Range]] = {}
-        self._queued = 0
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
+        self.queues = RangeQueues(MAX_QUEUED, MAX_TRANSACTION)
         self._stop_flag = threading.Event()
         self.stored: dict[int, Stored] = {}
-        self.offered: dict[int, int] = {}
         self._last_truncate = time.monotonic()
         self.error: str | None = None
         self.truncate_error: str | None = None
@@ -176,29 +160,16 @@ class StoreWriter(threading.Thread):
 
     def offer(self, partition: int, start: int, records: list[LogRecord]) -> None:
         """A range the applier applied: ``start`` .. ``records[-1].offset``."""
-        with self._lock:
-            queue = self._queues.setdefault(partition, deque())
-            queue.append(_Range(start, records))
-            self._queued += len(records)
-            self.offered[partition] = records[-1].offset
-            while self._queued > MAX_QUEUED:
-                largest = max(self._queues.values(), key=len)
-                dropped = largest.popleft()
-                self._queued -= len(dropped.records)
-        self._wake.set()
+        self.queues.offer(partition, start, records)
 
     def forget(self, partition: int) -> None:
         """The node no longer reads this partition."""
-        with self._lock:
-            queue = self._queues.pop(partition, None)
-            if queue:
-                self._queued -= sum(len(r.records) for r in queue)
-            self.offered.pop(partition, None)
-            self.stored.pop(partition, None)
+        self.queues.forget(partition)
+        self.stored.pop(partition, None)
 
     def stop(self) -> None:
         self._stop_flag.set()
-        self._wake.set()
+        self.queues.wake.set()
 
     # Writer thread -------------------------------------------------------------
 
@@ -210,8 +181,8 @@ class StoreWriter(threading.Thread):
                 self._set_error(None)
                 backoff = 0.5
                 if not busy:
-                    self._wake.wait(0.1)
-                    self._wake.clear()
+                    self.queues.wake.wait(0.1)
+                    self.queues.wake.clear()
             except StoreIdentityError as exc:
                 self._set_error(str(exc))
                 self._stop_flag.wait(30)
@@ -239,8 +210,7 @@ class StoreWriter(threading.Thread):
 
     def _step(self) -> bool:
         store = self.handle.get()
-        with self._lock:
-            partitions = [p for p, q in self._queues.items() if q]
+        partitions = self.queues.waiting()
         for p in partitions:
             self._drain(store, p)
         self._observe_lag()
@@ -257,37 +227,13 @@ class StoreWriter(threading.Thread):
                 self.truncate_error = str(exc)
         return bool(partitions)
 
-    def _next(self, partition: int) -> _Range | None:
-        """The first queued range, merged with the ones that continue it."""
-        with self._lock:
-            queue = self._queues.get(partition)
-            if not queue:
-                return None
-            first = queue[0]
-            merged = _Range(first.start, list(first.records), first.arrived)
-            i = 1
-            while i < len(queue) and len(merged.records) < MAX_TRANSACTION:
-                nxt = queue[i]
-                if nxt.start != merged.end + 1:
-                    break
-                merged.records += nxt.records
-                i += 1
-            return merged
-
-    def _pop_until(self, partition: int, offset: int) -> None:
-        """Forget queued ranges the store reflects up to ``offset``."""
-        with self._lock:
-            queue = self._queues.get(partition)
-            while queue and queue[0].end <= offset:
-                self._queued -= len(queue.popleft().records)
-
     def _drain(self, store: DurableStore, p: int) -> None:
         stored = self.stored.get(p)
         if stored is None:
             stored = self.stored[p] = store.offsets([p])[p]
         while not self._stop_flag.is_set():
-            self._pop_until(p, stored.offset)
-            batch = self._next(p)
+            self.queues.pop_until(p, stored.offset)
+            batch = self.queues.next(p)
             if batch is None:
                 return
             if batch.start > stored.offset + 1:
@@ -319,18 +265,7 @@ class StoreWriter(threading.Thread):
         return result.stored
 
     def _observe_lag(self) -> None:
-        now = time.time()
-        messages, seconds = 0, 0.0
-        with self._lock:
-            for p, queue in self._queues.items():
-                stored = self.stored.get(p, Stored())
-                behind = self.offered.get(p, stored.offset) - stored.offset
-                messages += max(0, behind)
-                for r in queue:
-                    first = next((x for x in r.records if x.offset > stored.offset), None)
-                    if first is not None:
-                        seconds = max(seconds, now - first.timestamp / 1000)
-                        break
+        messages, seconds = self.queues.lag({p: s.offset for p, s in self.stored.items()})
         self.metrics.store_lag_messages.set(messages)
         self.metrics.store_lag_seconds.set(seconds)
 
