@@ -10,7 +10,9 @@ script, which derives from ``crds/``, the chart and the Argo CD health script:
   with its default values (release ``agentmem-operator`` in ``agentmem-system``), with
   Helm's own labels removed, so the chart and the base cannot drift apart;
 - ``manifests/install.yaml``: the base as one file;
-- ``manifests/argocd/argocd-cm-patch.yaml``: the health script as a patch of argocd-cm.
+- ``manifests/argocd/argocd-cm-patch.yaml``: the health script as a patch of argocd-cm;
+- ``charts/agentmem-operator/dashboards/``: the Grafana dashboards (scripts/dashboards.py),
+  which the chart (and so the base) ships in a ConfigMap.
 
 Rendering the base needs helm: ``--helm PATH``, else ``$AGENTMEM_HELM``, else the
 pinned one from ``testenv/build.sh`` (``make testenv``), else ``helm`` on PATH.
@@ -42,6 +44,7 @@ BUNDLE = MANIFESTS / "install.yaml"
 ARGOCD = MANIFESTS / "argocd"
 HEALTH_LUA = ARGOCD / "health.lua"
 ARGOCD_CM_PATCH = ARGOCD / "argocd-cm-patch.yaml"
+DASHBOARDS = CHART / "dashboards"
 
 #: The fixed values the kustomize base is rendered with.
 RELEASE = "agentmem-operator"
@@ -51,6 +54,7 @@ NAMESPACE = "agentmem-system"
 BASE_FILES: dict[str, tuple[str, ...]] = {
     "serviceaccount.yaml": ("ServiceAccount",),
     "rbac.yaml": ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"),
+    "dashboards.yaml": ("ConfigMap",),
     "deployment.yaml": ("Deployment",),
 }
 #: Lines of Helm's rendering that say Helm manages the object; the base drops them.
@@ -111,7 +115,16 @@ def static_outputs() -> dict[Path, str]:
         out[CHART_CRDS / source.name] = chart_crd_template(source)
         out[BASE / "crds" / source.name] = source.read_text(encoding="utf-8")
     out[ARGOCD_CM_PATCH] = argocd_cm_patch()
+    out.update(dashboard_outputs())
     return out
+
+
+def dashboard_outputs() -> dict[Path, str]:
+    """The Grafana dashboards' JSON (scripts/dashboards.py), which the chart ships."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import dashboards
+
+    return {DASHBOARDS / name: text for name, text in dashboards.dashboards().items()}
 
 
 # The kustomize base ---------------------------------------------------------------
@@ -279,8 +292,13 @@ def argocd_cm_patch() -> str:
 # Main -------------------------------------------------------------------------------
 
 
-def generate(helm: str) -> dict[Path, str]:
-    out = {**static_outputs(), **base_outputs(helm)}
+def generate(helm: str, write: bool = False) -> dict[Path, str]:
+    static = static_outputs()
+    if write:  # the chart renders the dashboards from its files: write them first
+        for path in stale_files(dashboard_outputs()):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(static[path], encoding="utf-8")
+    out = {**static, **base_outputs(helm)}
     files = {str(p.relative_to(BASE)): text for p, text in out.items() if p.is_relative_to(BASE)}
     out[BUNDLE] = bundle(files)
     return out
@@ -299,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--helm", help="the helm binary (default: see the module docstring)")
     parser.add_argument("--check", action="store_true", help="write nothing; fail if stale")
     args = parser.parse_args(argv)
-    outputs = generate(find_helm(args.helm))
+    outputs = generate(find_helm(args.helm), write=not args.check)
     stale = stale_files(outputs)
     if args.check:
         for path in stale:

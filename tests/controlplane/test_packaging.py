@@ -272,9 +272,15 @@ def test_chart_lints_and_renders(controlplane: ControlPlane, helm: Helm, namespa
     defaults = helm.template("--namespace", namespace)
     kinds = sorted(d["kind"] for d in defaults)
     assert kinds == [
-        "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Deployment",
-        "ServiceAccount",
+        "ClusterRole", "ClusterRoleBinding", "ConfigMap", "CustomResourceDefinition",
+        "Deployment", "ServiceAccount",
     ]  # fmt: skip
+    (board,) = [d for d in defaults if d["kind"] == "ConfigMap"]
+    assert board["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert "dashboards" not in {
+        d["metadata"]["name"].rsplit("-", 1)[-1]
+        for d in helm.template("--set", "dashboards.enabled=false")
+    }
     (crd,) = [d for d in defaults if d["kind"] == "CustomResourceDefinition"]
     source = yaml.safe_load((ROOT / "crds" / "agentmem.io_agentmemoryclusters.yaml").read_text())
     assert crd["spec"] == source["spec"]

@@ -78,8 +78,11 @@ def test_bundle_is_the_base_in_one_file() -> None:
     kinds = [d["kind"] for d in load_yaml(gen.BUNDLE)]
     assert kinds == [
         "Namespace", "CustomResourceDefinition", "ServiceAccount",
-        "ClusterRole", "ClusterRoleBinding", "Deployment",
+        "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment",
     ]  # fmt: skip
+    dashboards = next(d for d in load_yaml(gen.BUNDLE) if d["kind"] == "ConfigMap")
+    assert dashboards["metadata"]["labels"]["grafana_dashboard"] == "1"  # Grafana's sidecar
+    assert sorted(dashboards["data"]) == ["agentmem-cluster.json", "agentmem-operator.json"]
 
 
 def test_base_holds_exactly_its_kustomization() -> None:

@@ -177,6 +177,11 @@ METRIC_REDIS_USED: Final = "memory_node_redis_used_memory_bytes"
 METRIC_REDIS_MAX: Final = "memory_node_redis_max_memory_bytes"
 METRIC_STORE_LAG_MESSAGES: Final = "memory_node_store_lag_messages"
 METRIC_STORE_LAG_SECONDS: Final = "memory_node_store_lag_seconds"
+METRIC_INDEX_LAG_SECONDS: Final = "memory_node_index_lag_seconds"
+METRIC_PARTITION_LAG_MESSAGES: Final = "memory_node_partition_lag_messages"
+METRIC_PARTITION_LAG_SECONDS: Final = "memory_node_partition_lag_seconds"
+METRIC_READS_REFUSED: Final = "memory_node_reads_refused_rebuilding_total"
+METRIC_REQUESTS: Final = "memory_node_requests_total"
 
 #: Label on the Services that the ServiceMonitor scrapes.
 SCRAPE_LABEL: Final = f"{GROUP}/scrape"

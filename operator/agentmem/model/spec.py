@@ -540,13 +540,32 @@ class Thresholds(Model):
         120, ge=1, le=60000, description="Alert when p99 read latency exceeds this for 5 minutes."
     )
     miss_ratio_percent: int = Field(
-        5, ge=0, le=100, description="Alert when the cache miss ratio exceeds this percentage."
+        5,
+        ge=0,
+        le=100,
+        description=(
+            "Alert when more than this percentage of reads miss the state: refused because "
+            "their partition was being loaded, rebuilt or warmed up (state is exact in Redis, "
+            "so a miss is a read the node could not answer)."
+        ),
     )
     event_lag_ms: int = Field(
         50, ge=1, le=3600000, description="Alert when applied events lag the log by more than this."
     )
     redis_memory_percent: int = Field(
         85, ge=1, le=100, description="Alert when Redis uses more than this share of maxmemory."
+    )
+    store_lag_seconds: int = Field(
+        60,
+        ge=1,
+        le=86400,
+        description="Alert when the durable store is more than this behind the events applied.",
+    )
+    index_lag_seconds: int = Field(
+        30,
+        ge=1,
+        le=86400,
+        description="Alert when the vector index is more than this behind the events applied.",
     )
 
 

@@ -108,37 +108,53 @@ def error_response(exc: errors.NodeError, scheme: str = "http") -> web.Response:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+#: The kind of request each handler answers (the label of memory_node_requests_total).
+_KINDS = {
+    "get_key": "read", "batch_get": "read", "handle": "write", "list_keys": "list",
+    "list_agents": "list", "history": "history", "watch": "watch", "search_agent": "search",
+    "search_tenant": "search", "status": "status", "directory": "status",
+}  # fmt: skip
+
+
 def answers_errors(handler: Handler) -> Handler:
-    """Turn whatever a handler raises into a JSON answer (never a traceback).
+    """Turn whatever a handler raises into a JSON answer (never a traceback), and
+    count the answer by kind and status.
 
     (A decorator rather than an aiohttp middleware: it costs less per request.)
     """
+    kind = _KINDS.get(handler.__name__, "other")
 
     @functools.wraps(handler)
     async def wrapped(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except errors.NodeError as exc:
-            return error_response(exc, request.scheme)
-        except AuthError as exc:
-            return refusal(exc)
-        except InvalidNameError as exc:
-            return json_error(400, "invalid_name", str(exc))
-        except web.HTTPRequestEntityTooLarge:
-            limit = request.app[NODE_KEY].settings.max_value_bytes
-            return json_error(413, "too_large", f"the request body is larger than {limit} bytes")
-        except (ConnectionResetError, web.HTTPException):
-            raise
-        except Exception:
-            log.exception("%s %s failed", request.method, request.path)
-            return json_error(
-                500,
-                "internal",
-                "the node failed to answer this request (its log says why); retry, and report "
-                "it if it persists",
-            )
+        response = await _answer(handler, request)
+        request.app[NODE_KEY].metrics.request(kind, response.status)
+        return response
 
     return wrapped
+
+
+async def _answer(handler: Handler, request: web.Request) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except errors.NodeError as exc:
+        return error_response(exc, request.scheme)
+    except AuthError as exc:
+        return refusal(exc)
+    except InvalidNameError as exc:
+        return json_error(400, "invalid_name", str(exc))
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[NODE_KEY].settings.max_value_bytes
+        return json_error(413, "too_large", f"the request body is larger than {limit} bytes")
+    except (ConnectionResetError, web.HTTPException):
+        raise
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return json_error(
+            500,
+            "internal",
+            "the node failed to answer this request (its log says why); retry, and report "
+            "it if it persists",
+        )
 
 
 # Parsing ------------------------------------------------------------------------
@@ -651,11 +667,13 @@ async def agent_route(request: web.Request) -> web.StreamResponse:
             request[GRANT_KEY] = grant
             return await handler(request)
     except AuthError as exc:
-        return refusal(exc)
+        refused = refusal(exc)
     except InvalidNameError as exc:
-        return json_error(400, "invalid_name", str(exc))
+        refused = json_error(400, "invalid_name", str(exc))
     except errors.OverLimit as exc:
-        return error_response(exc)
+        refused = error_response(exc)
+    request.app[NODE_KEY].metrics.request("refused", refused.status)
+    return refused
 
 
 def _held_kind(request: web.Request, rest: str) -> str | None:

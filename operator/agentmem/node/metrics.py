@@ -64,9 +64,28 @@ class NodeMetrics:
             "memory_node_writes_rejected_full_total", "Writes refused because the store is full."
         )
         self.reads_refused = counter(
-            "memory_node_reads_refused_rebuilding_total",
-            "Reads refused because their partition was being loaded or rebuilt.",
+            naming.METRIC_READS_REFUSED,
+            "Reads refused because their partition was being loaded, rebuilt or warmed up "
+            "(the state could not answer them exactly).",
         )
+        partition_labels = [*names, "partition"]
+        self._partition_lag_messages = Gauge(
+            naming.METRIC_PARTITION_LAG_MESSAGES,
+            "Events of the partition in the log (up to its high watermark) not yet applied here.",
+            partition_labels, registry=self.registry,
+        )  # fmt: skip
+        self._partition_lag_seconds = Gauge(
+            naming.METRIC_PARTITION_LAG_SECONDS,
+            "Age of the partition's oldest event not yet applied here (0 when caught up).",
+            partition_labels, registry=self.registry,
+        )  # fmt: skip
+        self._labels = labels
+        self._requests = Counter(
+            naming.METRIC_REQUESTS,
+            "Requests answered, by kind (read, write, search, list, history, watch, status, "
+            "other) and HTTP status code.",
+            [*names, "kind", "code"], registry=self.registry,
+        )  # fmt: skip
         self.waiters = gauge(
             "memory_node_waiting_requests", "Requests waiting for an offset or an outcome."
         )
@@ -127,7 +146,7 @@ class NodeMetrics:
             "Events applied here that the vector index does not reflect yet (writer only).",
         )
         self.index_lag_seconds = gauge(
-            "memory_node_index_lag_seconds",
+            naming.METRIC_INDEX_LAG_SECONDS,
             "Age of the oldest event applied here that the vector index does not reflect.",
         )
         self.index_delay = histogram(
@@ -144,6 +163,21 @@ class NodeMetrics:
         self.embeddings = counter(
             "memory_node_embeddings_total", "Texts this node embedded (writes and queries)."
         )
+
+    def partition_lag(self, lags: dict[int, tuple[int, float]]) -> None:
+        """Each partition's (messages, seconds) behind; partitions not given are dropped."""
+        for gauge, i in ((self._partition_lag_messages, 0), (self._partition_lag_seconds, 1)):
+            wanted = {str(p) for p in lags}
+            for metric in gauge.collect():
+                for sample in list(metric.samples):
+                    label = sample.labels["partition"]
+                    if label not in wanted:
+                        gauge.remove(*self._labels.values(), label)
+            for p, lag in lags.items():
+                gauge.labels(**self._labels, partition=str(p)).set(lag[i])
+
+    def request(self, kind: str, code: int) -> None:
+        self._requests.labels(**self._labels, kind=kind, code=str(code)).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

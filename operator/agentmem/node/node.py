@@ -442,6 +442,7 @@ class Node:
             await self._strong(p)
         progress = self.progress.partitions.get(p)
         if progress is None or not progress.readable:
+            self.metrics.reads_refused.inc()
             self.progress.require_readable(p)
 
     async def _load(self, paths: Sequence[str]) -> list[Record | None]:
@@ -761,13 +762,10 @@ class Node:
     def watermarks(self, marks: dict[int, tuple[int, int]]) -> None:
         self.progress.watermarks(marks)
         now = time.monotonic()
-        messages, seconds = 0, 0.0
-        for p in self.view.owned:
-            behind, age = self.progress.get(p).lag(now)
-            messages += behind
-            seconds = max(seconds, age)
-        self.metrics.event_lag_messages.set(messages)
-        self.metrics.event_lag_seconds.set(seconds)
+        lags = {p: self.progress.get(p).lag(now) for p in self.view.owned}
+        self.metrics.event_lag_messages.set(sum(m for m, _ in lags.values()))
+        self.metrics.event_lag_seconds.set(max((s for _, s in lags.values()), default=0.0))
+        self.metrics.partition_lag(lags)
         self.metrics.waiters.set(self.progress.waiting())
 
     def sampled(self, samples: dict[int, PartitionSample], memory: tuple[int, int]) -> None:

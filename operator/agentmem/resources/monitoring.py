@@ -69,8 +69,8 @@ def prometheus_rule(cluster: AgentMemoryCluster) -> dict[str, Any]:
         f"histogram_quantile(0.99, sum by (le, shard) "
         f"(rate({n.METRIC_READ_LATENCY}_bucket{{{sel}}}[5m])))"
     )
-    hits = f"sum(rate({n.METRIC_CACHE_HITS}{{{sel}}}[5m]))"
-    misses = f"sum(rate({n.METRIC_CACHE_MISSES}{{{sel}}}[5m]))"
+    refused = f"sum(rate({n.METRIC_READS_REFUSED}{{{sel}}}[5m]))"
+    answered = f"sum(rate({n.METRIC_READ_LATENCY}_count{{{sel}}}[5m]))"
     rules = [
         _alert(
             "AgentMemReadLatencyHigh",
@@ -81,12 +81,13 @@ def prometheus_rule(cluster: AgentMemoryCluster) -> dict[str, Any]:
             "Check the shard's CPU and Redis latency, or add shards (spec.shards).",
         ),
         _alert(
-            "AgentMemCacheMissRatioHigh",
-            f"{misses} / clamp_min({hits} + {misses}, 1e-9) > {t.miss_ratio_percent / 100}",
+            "AgentMemReadsMissingState",
+            f"{refused} / clamp_min({refused} + {answered}, 1e-9) > {t.miss_ratio_percent / 100}",
             "10m",
-            f"Cache miss ratio of {cluster.name} is above {t.miss_ratio_percent}%",
-            "Reads are missing materialized state: check that nodes are caught up and that "
-            "clients follow directory redirects.",
+            f"More than {t.miss_ratio_percent}% of the reads of {cluster.name} find no ready "
+            "state (refused while a partition loads, rebuilds or warms up)",
+            "A node keeps rebuilding or warming: check its restarts, its Redis (emptied or "
+            "evicting?) and the durable store it loads from; clients retry other replicas.",
         ),
         _alert(
             "AgentMemEventLagHigh",
@@ -95,6 +96,24 @@ def prometheus_rule(cluster: AgentMemoryCluster) -> dict[str, Any]:
             f"Pod {{{{ $labels.pod }}}} of {cluster.name} applies events more than "
             f"{t.event_lag_ms} ms behind the log",
             "Check the node's CPU and its Redis, and the Kafka brokers' health.",
+        ),
+        _alert(
+            "AgentMemStoreLagHigh",
+            f"max by (pod) ({n.METRIC_STORE_LAG_SECONDS}{{{sel}}}) > {t.store_lag_seconds}",
+            "10m",
+            f"The durable store is more than {t.store_lag_seconds} s behind pod "
+            f"{{{{ $labels.pod }}}} of {cluster.name}",
+            "Check the store (PostgreSQL) and the node's store_error in /v1/status; the log is "
+            "kept until the store catches up, so watch the topic's size.",
+        ),
+        _alert(
+            "AgentMemIndexLagHigh",
+            f"max by (pod) ({n.METRIC_INDEX_LAG_SECONDS}{{{sel}}}) > {t.index_lag_seconds}",
+            "10m",
+            f"The vector index is more than {t.index_lag_seconds} s behind pod "
+            f"{{{{ $labels.pod }}}} of {cluster.name}",
+            "Check Milvus and the node's semantic.error in /v1/status; searches that wait for "
+            "versions answer 503 index_behind until it catches up.",
         ),
         _alert(
             "AgentMemRedisMemoryHigh",
