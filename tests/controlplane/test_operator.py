@@ -68,6 +68,36 @@ def test_crd_installs_and_explains_its_fields(controlplane: ControlPlane) -> Non
         "explain", "agentmemoryclusters.spec.eventLog.kafka.topicManagement"
     ).stdout
     assert "strimzi" in deep and "direct" in deep and "external" in deep
+    embedder = controlplane.kubectl.run(
+        "explain", "agentmemoryclusters.spec.semantic.embedder.kind"
+    ).stdout
+    assert "OpenAI-compatible" in embedder
+    # What kubectl explain reads: the API server's OpenAPI document. Every field of the
+    # spec and the status has a text there.
+    document = json.loads(
+        controlplane.kubectl.run("get", "--raw", f"/openapi/v3/apis/{naming.GROUP}/v1alpha1").stdout
+    )
+    schemas = document["components"]["schemas"]
+    (root,) = [s for name, s in schemas.items() if name.endswith(f".{naming.KIND}")]
+    missing: list[str] = []
+
+    def walk(node: dict[str, Any], path: str) -> None:
+        for name, child in (node.get("properties") or {}).items():
+            where = f"{path}.{name}"
+            if "$ref" in child or "allOf" in child:
+                continue  # metadata: Kubernetes' own ObjectMeta
+            if not child.get("description"):
+                missing.append(where)
+            walk(child, where)
+            if isinstance(child.get("items"), dict):
+                walk(child["items"], where + "[]")
+            if isinstance(child.get("additionalProperties"), dict):
+                walk(child["additionalProperties"], where + "{}")
+
+    walk(root["properties"]["spec"], "spec")
+    walk(root["properties"]["status"], "status")
+    assert not missing, f"fields without an explanation: {missing}"
+    assert len(str(root)) > 10_000  # the whole schema, not a stub
 
 
 # 4.2 ------------------------------------------------------------------------
@@ -171,6 +201,8 @@ def test_invalid_resources_are_rejected_naming_the_field(
     )  # fmt: skip
     assert result.returncode != 0, f"{case} was accepted"
     assert message in result.stderr, result.stderr
+    if message.startswith("metadata.name"):  # the error names the field, not <nil>
+        assert f"metadata.name: Invalid value: {message}" in result.stderr, result.stderr
 
 
 def test_partitions_are_immutable(controlplane: ControlPlane, namespace: str) -> None:

@@ -98,7 +98,8 @@ def custom_resource_definition() -> dict[str, Any]:
         "properties": {
             "apiVersion": {"type": "string", "description": "APIVersion of this object."},
             "kind": {"type": "string", "description": "Kind of this object."},
-            "metadata": {"type": "object"},
+            # name is declared so the rules on it can say where the error is
+            "metadata": {"type": "object", "properties": {"name": {"type": "string"}}},
             "spec": spec,
             "status": status,
         },
@@ -110,6 +111,7 @@ def custom_resource_definition() -> dict[str, Any]:
                     "the longest child name"
                 ),
                 "reason": "FieldValueInvalid",
+                "fieldPath": ".metadata.name",
             },
             {
                 "rule": f"self.metadata.name.matches('{_DNS_1035}')",
@@ -118,6 +120,7 @@ def custom_resource_definition() -> dict[str, Any]:
                     "starting with a letter"
                 ),
                 "reason": "FieldValueInvalid",
+                "fieldPath": ".metadata.name",
             },
         ],
     }
