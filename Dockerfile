@@ -10,14 +10,14 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator ./operator
 # Build the agentmem wheel and the wheels of its dependencies.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[semantic]"
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[semantic,tracing]"
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="agentmem" \
       org.opencontainers.image.description="Shared, event-sourced memory for fleets of AI agents"
 RUN useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin agentmem
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links /wheels "agentmem[semantic]" \
+RUN pip install --no-cache-dir --no-index --find-links /wheels "agentmem[semantic,tracing]" \
     && rm -rf /wheels
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1

@@ -447,3 +447,15 @@ def test_semantic_memory_is_wired_into_the_nodes(example: dict[str, Any]) -> Non
     assert volumes["embedder-key"]["items"] == [{"key": "api-key", "path": "key"}]
     without = shard_statefulset(with_spec(example), 0)["spec"]["template"]["spec"]
     assert "AGENTMEM_SEMANTIC" not in {e["name"] for e in without["containers"][0]["env"]}
+
+
+def test_traces_go_where_the_spec_says(example: dict[str, Any]) -> None:
+    endpoint = "http://otel-collector.observability.svc:4318/v1/traces"
+    cluster = with_spec(example, monitoring={"otlpEndpoint": endpoint})
+    node = shard_statefulset(cluster, 0)["spec"]["template"]["spec"]["containers"][0]
+    router = next(c for c in children(cluster) if c["kind"] == "Deployment")
+    for container in (node, router["spec"]["template"]["spec"]["containers"][0]):
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["AGENTMEM_OTLP_ENDPOINT"] == endpoint
+    plain = shard_statefulset(with_spec(example), 0)["spec"]["template"]["spec"]["containers"][0]
+    assert "AGENTMEM_OTLP_ENDPOINT" not in {e["name"] for e in plain["env"]}

@@ -43,6 +43,7 @@ from agentmem.client.errors import (
 from agentmem.client.types import Change, Hit, Item, Written
 from agentmem.directory import Directory, DirectoryError, ShardEntry, partition_for
 from agentmem.directory.names import InvalidNameError, check_agent, check_key, check_tenant
+from agentmem.runtime import tracing
 from agentmem.runtime.search import merge, missing_partitions, shard_requests
 from agentmem.runtime.tls import client_context
 
@@ -707,6 +708,29 @@ class AsyncMemory:
         if suffix.startswith("keys/"):
             _checked(check_key, suffix[5:])
         path = f"/v1/tenants/{self.tenant}/agents/{agent}/{suffix}"
+        with tracing.client_span(
+            f"agentmem {method} {suffix.split('/', 1)[0]}", tenant=self.tenant, agent=agent,
+            partition=self.partition_of(agent),
+        ) as current:  # fmt: skip
+            answer = await self._call_traced(
+                method, agent, path, params, body, content_type, headers
+            )
+            version = answer.headers.get("ETag")
+            if version:
+                current.set_attribute("agentmem.version", version.strip('"'))
+            current.set_attribute("agentmem.code", answer.status)
+            return answer
+
+    async def _call_traced(
+        self,
+        method: str,
+        agent: str,
+        path: str,
+        params: Mapping[str, str] | None,
+        body: bytes | None,
+        content_type: str | None,
+        headers: Mapping[str, str] | None,
+    ) -> _Answer:
         deadline = time.monotonic() + self.timeout
         named: tuple[str, int] | None = None
         problem: AgentmemError | None = None
@@ -810,6 +834,7 @@ class AsyncMemory:
     ) -> _Answer:
         session = self._ensure_session()
         sent = self._headers(headers)
+        tracing.inject(sent)  # nothing unless the application traces
         if content_type is not None:
             sent["Content-Type"] = content_type
         if epoch is not None:

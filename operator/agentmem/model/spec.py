@@ -579,6 +579,15 @@ class Monitoring(Model):
         PrometheusRuleSpec, "PrometheusRule with the alerts."
     )
     thresholds: Thresholds = nested(Thresholds, "Alert thresholds.")
+    otlp_endpoint: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        max_length=1024,
+        description=(
+            "Export traces of the memory nodes and routers over OTLP/HTTP to this URL, e.g. "
+            "http://otel-collector.observability.svc:4318/v1/traces; none: no traces."
+        ),
+    )
 
 
 class Disruption(Model):

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from opentelemetry.trace import SpanKind
 
 from agentmem import __version__
 from agentmem.directory import partition_for
@@ -34,6 +35,7 @@ from agentmem.node.openapi import openapi_document
 from agentmem.node.requests import Consistency, Embedding, ReadRequest, WriteOp, WriteRequest
 from agentmem.node.searchapi import MEMORY, embed_fields, memory_body, search_request
 from agentmem.node.tokens import Version
+from agentmem.runtime import tracing
 from agentmem.runtime.auth import (
     ANONYMOUS,
     AuthError,
@@ -660,12 +662,23 @@ async def agent_route(request: web.Request) -> web.StreamResponse:
         if scope == "write":
             admission.write(tenant, grows=request.method != "DELETE")
         kind = _held_kind(request, rest)
-        if kind is None:
-            request[GRANT_KEY] = grant
-            return await handler(request)
-        with admission.hold(kind, tenant, grant.subject):
-            request[GRANT_KEY] = grant
-            return await handler(request)
+        request[GRANT_KEY] = grant
+        with tracing.span(
+            f"node {request.method} {rest.split('/', 1)[0]}", request.headers,
+            SpanKind.SERVER, tenant=tenant, agent=agent,
+        ) as current:  # fmt: skip
+            if kind is None:
+                response = await handler(request)
+            else:
+                with admission.hold(kind, tenant, grant.subject):
+                    response = await handler(request)
+            if current is not None:
+                tracing.note(
+                    current, code=response.status,
+                    version=response.headers.get("ETag", "").strip('"') or None,
+                    applied=response.headers.get("X-Agentmem-Applied"),
+                )  # fmt: skip
+            return response
     except AuthError as exc:
         refused = refusal(exc)
     except InvalidNameError as exc:

@@ -13,6 +13,7 @@ from agentmem.node.limits import Quotas
 from agentmem.node.node import Node
 from agentmem.node.settings import NodeSettings
 from agentmem.node.state.ports import StateStore
+from agentmem.runtime import tracing
 from agentmem.runtime.auth import load_verifier
 from agentmem.runtime.serve import run_service, serve_until_stopped
 from agentmem.runtime.tls import serve_tls
@@ -90,6 +91,8 @@ async def serve(settings: NodeSettings) -> None:
     # over more often than the 5 ms default, so no request waits that long for it.
     sys.setswitchinterval(0.0005)
     verifier = load_verifier(settings.auth_file, "agentmem node", settings.no_auth)
+    if tracing.configure(f"agentmem-node-{settings.cluster}"):
+        log.info("tracing: spans are exported over OTLP to %s", tracing.endpoint_from_env())
     quotas = Quotas.from_json(settings.quotas)
     node = build(settings)
     await node.start()
@@ -116,6 +119,7 @@ async def serve(settings: NodeSettings) -> None:
         await serve_until_stopped(app, settings.listen, stopping, started, context)
     finally:
         await node.stop()
+        tracing.shutdown()
 
 
 def run(settings: NodeSettings) -> int:

@@ -48,6 +48,7 @@ from agentmem.node.state.ports import (
 from agentmem.node.tokens import Version
 from agentmem.node.watch import WatchHub
 from agentmem.node.writebehind import StoreHandle, StoreWriter
+from agentmem.runtime import tracing
 from agentmem.runtime.audit import AuditKey
 from agentmem.runtime.directory import DirectoryFollower
 from agentmem.semantic.filters import expression, matches
@@ -359,14 +360,18 @@ class Node:
             op, addr.tenant, addr.agent, addr.key, value, expect, expires_at, rid,  # type: ignore[arg-type]
             req.actor, now_ms(), text, vector,
         )  # fmt: skip
-        try:
-            offset = await self.writer.append(p, addr.path.encode(), event.encode())
-        except LogUnavailableError as exc:
-            raise errors.LogUnavailable(
-                f"{exc}; nothing was acknowledged: retry with the same request id",
-                retry_after=1,
-            ) from exc
-        outcome = Outcome.parse(await self.progress.outcome(p, offset))
+        with tracing.span("log append", partition=p) as appending:
+            try:
+                offset = await self.writer.append(p, addr.path.encode(), event.encode())
+            except LogUnavailableError as exc:
+                raise errors.LogUnavailable(
+                    f"{exc}; nothing was acknowledged: retry with the same request id",
+                    retry_after=1,
+                ) from exc
+            tracing.note(appending, version=f"{p}:{offset}")
+        with tracing.span("apply", partition=p, version=f"{p}:{offset}") as applying:
+            outcome = Outcome.parse(await self.progress.outcome(p, offset))
+            tracing.note(applying, outcome=outcome.status)
         if outcome.status == "applied" and outcome.version is not None:
             return WriteResult(outcome, Version(p, outcome.version), None)
         if outcome.status == "conflict":

@@ -249,6 +249,9 @@ def common_env(cluster: AgentMemoryCluster) -> list[dict[str, Any]]:
             {"name": f"AGENTMEM_TLS_{name.upper()}", "value": f"{SERVING_TLS_MOUNT}/{file}"}
             for name, file in (("cert", "tls.crt"), ("key", "tls.key"), ("ca", "ca.crt"))
         ]
+    endpoint = cluster.spec.monitoring.otlp_endpoint
+    if endpoint:
+        env.append({"name": "AGENTMEM_OTLP_ENDPOINT", "value": endpoint})
     return env
 
 

@@ -36,12 +36,19 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from agentmem import __version__
 from agentmem.directory import partition_for
 from agentmem.directory.names import InvalidNameError, check_agent, check_tenant
-from agentmem.runtime import DirectoryFollower, json_error, run_service, serve_until_stopped
+from agentmem.runtime import (
+    DirectoryFollower,
+    json_error,
+    run_service,
+    serve_until_stopped,
+    tracing,
+)
 from agentmem.runtime.auth import (
     ANONYMOUS,
     AuthError,
@@ -127,6 +134,17 @@ class Router:
             return _error(400, "invalid_name", str(exc))
         if self.follower.directory is None:
             return _error(503, "no_directory", "the router has no directory yet; retry", "1")
+        with tracing.span(
+            f"router {request.method}", request.headers, SpanKind.SERVER, tenant=tenant,
+            agent=agent,
+        ) as current:  # fmt: skip
+            response = await self._forward(request, tenant, agent, started)
+            tracing.note(current, code=response.status)
+            return response
+
+    async def _forward(
+        self, request: web.Request, tenant: str, agent: str, started: float
+    ) -> web.StreamResponse:
         body = await request.read()
         retry_safe = request.method in ("GET", "HEAD") or "X-Request-Id" in request.headers
         named: tuple[str, int] | None = None  # (endpoint, epoch) a node redirected us to
@@ -319,6 +337,8 @@ class Router:
         assert self.session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         headers["X-Agentmem-Epoch"] = str(epoch)
+        if tracing.enabled():
+            tracing.inject(headers)  # the node's span is a child of the router's
         return await self.session.request(
             request.method, f"{self.scheme}://{endpoint}{request.path_qs}", headers=headers,
             data=body or None, allow_redirects=False,
@@ -431,6 +451,8 @@ def create_app(router: Router) -> web.Application:
 
 async def serve(config: RouterConfig) -> None:
     router = Router(config)
+    if tracing.configure("agentmem-router"):
+        log.info("tracing: spans are exported over OTLP to %s", tracing.endpoint_from_env())
     try:
         router.follower.load(force=True)
     except RuntimeError as exc:
@@ -462,6 +484,7 @@ async def serve(config: RouterConfig) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await follow
         await router.session.close()
+        tracing.shutdown()
 
 
 def run(config: RouterConfig) -> int:
