@@ -118,6 +118,8 @@ def span(
 
 def inject(headers: MutableMapping[str, str]) -> None:
     """Add the current span's ``traceparent`` to outgoing headers (replacing one)."""
+    if not trace.get_current_span().get_span_context().is_valid:
+        return
     headers.pop("traceparent", None)
     headers.pop("tracestate", None)
     _PROPAGATOR.inject(headers)
@@ -135,6 +137,9 @@ def note(current: trace.Span | None, **attributes: Any) -> None:
 def client_span(name: str, **attributes: Any) -> Iterator[trace.Span]:
     """A span of the SDK, from the application's tracer provider (OpenTelemetry's
     global one: a no-op span unless the application set one up)."""
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        yield trace.INVALID_SPAN  # the application traces nothing: no span, no cost
+        return
     tracer = trace.get_tracer("agentmem.client")
     with tracer.start_as_current_span(
         name, kind=trace.SpanKind.CLIENT,
