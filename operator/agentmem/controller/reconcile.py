@@ -666,6 +666,9 @@ class Reconciler:
         data.setdefault("rebalance", None)
         # The last rebalance summary is written when a plan completes; keep it.
         data.pop("lastRebalance", None)
+        current = body.get("status") or {}
+        if all(current.get(key) == value for key, value in data.items()):
+            return  # nothing changed: no request (an idle cluster costs none)
         try:
             self._patch_status(body, data)
         except KubeError as exc:
