@@ -40,7 +40,7 @@ from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from agentmem import __version__
-from agentmem.directory import partition_for
+from agentmem.directory import Directory, partition_for
 from agentmem.directory.names import InvalidNameError, check_agent, check_tenant
 from agentmem.runtime import (
     DirectoryFollower,
@@ -201,13 +201,11 @@ class Router:
         self.requests.labels(problem[0]).inc()
         return _error(503, problem[0], f"{problem[1]}; retry in a moment", "1")
 
-    async def agents(self, request: web.Request) -> web.Response:
-        """The tenant's agents from every shard, united.
-
-        ``partitions`` holds the applied offset of every partition answered for;
-        ``missing`` the partitions whose shard did not answer (the answer is
-        then partial: a client decides whether that will do).
-        """
+    def _tenant_wide(
+        self, request: web.Request
+    ) -> tuple[str, Directory, dict[str, str]] | web.Response:
+        """A request across every shard of a tenant: (tenant, directory, the headers to
+        send each shard), or the refusal to answer with."""
         try:
             grant = self.authenticate(request)
             tenant = check_tenant(request.match_info["tenant"])
@@ -219,12 +217,25 @@ class Router:
         directory = self.follower.directory
         if directory is None:
             return _error(503, "no_directory", "the router has no directory yet; retry", "1")
-        assert self.session is not None
-        session = self.session
-        shards = sorted(directory.assigned_shards())
         headers = {"X-Agentmem-Epoch": str(directory.epoch)}
         if "Authorization" in request.headers:
             headers["Authorization"] = request.headers["Authorization"]
+        return tenant, directory, headers
+
+    async def agents(self, request: web.Request) -> web.Response:
+        """The tenant's agents from every shard, united.
+
+        ``partitions`` holds the applied offset of every partition answered for;
+        ``missing`` the partitions whose shard did not answer (the answer is
+        then partial: a client decides whether that will do).
+        """
+        asked = self._tenant_wide(request)
+        if isinstance(asked, web.Response):
+            return asked
+        tenant, directory, headers = asked
+        assert self.session is not None
+        session = self.session
+        shards = sorted(directory.assigned_shards())
 
         async def ask(shard: int) -> dict[str, Any]:
             endpoint = directory.owner(directory.partitions_of(shard)[0]).endpoint
@@ -263,17 +274,10 @@ class Router:
         """A tenant-wide search: every shard asked for its partitions, the answers
         merged (agentmem.runtime.search); ``missing`` names partitions that did not
         answer."""
-        try:
-            grant = self.authenticate(request)
-            tenant = check_tenant(request.match_info["tenant"])
-            grant.check("read", tenant)
-        except AuthError as exc:
-            return refusal(exc)
-        except InvalidNameError as exc:
-            return _error(400, "invalid_name", str(exc))
-        directory = self.follower.directory
-        if directory is None:
-            return _error(503, "no_directory", "the router has no directory yet; retry", "1")
+        asked = self._tenant_wide(request)
+        if isinstance(asked, web.Response):
+            return asked
+        tenant, directory, headers = asked
         try:
             body = json.loads(await request.read())
         except ValueError as exc:
@@ -287,9 +291,6 @@ class Router:
             return _error(400, "invalid_search", "partitions is a list of partition numbers")
         assert self.session is not None
         session = self.session
-        headers = {"X-Agentmem-Epoch": str(directory.epoch)}
-        if "Authorization" in request.headers:
-            headers["Authorization"] = request.headers["Authorization"]
 
         async def ask(shard: int) -> tuple[int, Any]:
             endpoint = directory.owner(asks[shard]["partitions"][0]).endpoint
