@@ -40,7 +40,7 @@ from agentmem.eventlog.ports import (
 from agentmem.node import errors
 from agentmem.node.apply import decode
 from agentmem.node.metrics import NodeMetrics
-from agentmem.node.ranges import RangeQueues
+from agentmem.node.ranges import Failure, ProjectionWriter, RangeQueues
 from agentmem.node.state.ports import StateResetError, StateUnavailableError
 from agentmem.semantic import SemanticConfig
 from agentmem.semantic.filters import value_of
@@ -137,7 +137,10 @@ def index_rows(
     return rows
 
 
-class IndexWriter(threading.Thread):
+class IndexWriter(ProjectionWriter):
+    IDLE_WAIT = 0.05
+    WHAT = "index writer"
+
     def __init__(
         self,
         index: MilvusIndex,
@@ -148,19 +151,16 @@ class IndexWriter(threading.Thread):
         report: Report,
         applied: Callable[[], dict[int, int]],
     ) -> None:
-        super().__init__(name="agentmem-index-writer", daemon=True)
+        super().__init__(
+            "agentmem-index-writer", RangeQueues(MAX_QUEUED, MAX_BATCH), reader, report
+        )
         self.index = index
         self.config = config
-        self._make_reader = reader
-        self._reader: LogReader | None = None
         self.lookup = lookup
         #: partition -> the offset the state reflects, for every partition this node
         #: applies (a state loaded from the store was never offered event by event)
         self.applied = applied
         self.metrics = metrics
-        self.report = report
-        self.queues = RangeQueues(MAX_QUEUED, MAX_BATCH)
-        self._stop_flag = threading.Event()
         #: partition -> the offset the index reflects (what this writer knows)
         self.indexed: dict[int, int] = {}
         self.log_time: dict[int, int] = {}
@@ -169,7 +169,6 @@ class IndexWriter(threading.Thread):
         self.expiring: dict[int, int] = {}
         self._unsealed = 0  # rows written since the index was last sealed (flush_rows)
         self._swept = time.monotonic()
-        self.error: str | None = None
         self.changed = threading.Condition()
 
     # Applier thread ------------------------------------------------------------
@@ -186,54 +185,27 @@ class IndexWriter(threading.Thread):
             self.log_time.pop(partition, None)
             self.expiring.pop(partition, None)
 
-    def stop(self) -> None:
-        self._stop_flag.set()
-        self.queues.wake.set()
-
     # Writer thread ---------------------------------------------------------------
 
-    def run(self) -> None:
-        backoff = 0.5
+    def _starting(self) -> None:
         try:
             self.index.open()  # the collections made (or checked) before the first write
         except (IndexUnavailableError, IndexConfigError) as exc:
             self._set_error(str(exc))
-        while not self._stop_flag.is_set():
-            try:
-                busy = self._step()
-                self._set_error(None)
-                backoff = 0.5
-                if not busy:
-                    self.queues.wake.wait(0.05)
-                    self.queues.wake.clear()
-            except IndexConfigError as exc:
-                self._set_error(str(exc))
-                self._stop_flag.wait(30)
-            except (IndexUnavailableError, LogUnavailableError, StateUnavailableError) as exc:
-                self._set_error(f"{exc}; the vector index falls behind until it is back")
-                self._stop_flag.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
-            except StateResetError:
-                self._set_error("the state is being rebuilt; the vector index waits for it")
-                self._stop_flag.wait(1.0)
-            except LogGapError as exc:
-                self._set_error(f"the vector index cannot catch up: {exc}")
-                self._stop_flag.wait(30)
-            except Exception as exc:
-                log.exception("index writer error; retrying")
-                self._set_error(f"index writer error: {exc}")
-                self._stop_flag.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
-        if self._reader is not None:
-            self._reader.close()
-        self.index.close()
 
-    def _set_error(self, message: str | None) -> None:
-        if message != self.error:
-            if message:
-                log.warning("%s", message)
-            self.error = message
-            self.report(message)
+    def _failure(self, exc: Exception) -> Failure | None:
+        if isinstance(exc, IndexConfigError):
+            return str(exc), 30.0
+        if isinstance(exc, IndexUnavailableError | LogUnavailableError | StateUnavailableError):
+            return f"{exc}; the vector index falls behind until it is back", None
+        if isinstance(exc, StateResetError):
+            return "the state is being rebuilt; the vector index waits for it", 1.0
+        if isinstance(exc, LogGapError):
+            return f"the vector index cannot catch up: {exc}", 30.0
+        return None
+
+    def _finished(self) -> None:
+        self.index.close()
 
     def _step(self) -> bool:
         applied = self.applied()
@@ -286,8 +258,7 @@ class IndexWriter(threading.Thread):
         return _Write(change, records[-1].timestamp)
 
     def _read_again(self, p: int, start: int, until: int) -> list[LogRecord]:
-        reader = self._reader or self._make_reader()
-        self._reader = reader
+        reader = self.reader()
         reader.assign({p: start})
         records = read_range(reader, p, start, until, MAX_BATCH)
         if not records:

@@ -1,6 +1,7 @@
 """The queue between the applier and a projection of the log (the durable
 store's writer, the vector index's writer): per partition, the ranges of events
-the applier applied, in order, bounded in size.
+the applier applied, in order, bounded in size; and the writer thread's loop
+the two share.
 
 The applier offers each batch it applied (the offset the range starts at, the
 records, and optionally each event's outcome); the writer takes the first range
@@ -11,13 +12,16 @@ are dropped: the writer reads them from the log again.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from agentmem.eventlog.ports import LogRecord
+from agentmem.eventlog.ports import LogReader, LogRecord
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -119,3 +123,94 @@ class RangeQueues:
     def partitions(self) -> Iterable[int]:
         with self._lock:
             return list(self._queues)
+
+
+#: (the error to report, seconds to wait before the next step; None: back off)
+Failure = tuple[str, float | None]
+
+
+class ProjectionWriter(threading.Thread):
+    """The thread that keeps one projection of the log (the durable store, the
+    vector index) up with the applier: it steps while there is work, waits for an
+    offer when idle, and on a failure reports it (once, until it changes) and
+    waits: as ``failure`` says, or backing off from 0.5 s to 10 s."""
+
+    #: Seconds to wait for an offer when a step found nothing to do.
+    IDLE_WAIT = 0.1
+    #: What it is called in its errors.
+    WHAT = "projection writer"
+
+    def __init__(
+        self,
+        name: str,
+        queues: RangeQueues,
+        reader: Callable[[], LogReader],
+        report: Callable[[str | None], None],
+    ) -> None:
+        super().__init__(name=name, daemon=True)
+        self.queues = queues
+        self._make_reader = reader
+        self._reader: LogReader | None = None
+        self.report = report
+        self._stop_flag = threading.Event()
+        self.error: str | None = None
+
+    def stop(self) -> None:
+        self._stop_flag.set()
+        self.queues.wake.set()
+
+    def reader(self) -> LogReader:
+        """A reader of the log for reading events again (made on first use)."""
+        if self._reader is None:
+            self._reader = self._make_reader()
+        return self._reader
+
+    # What each projection does ---------------------------------------------------
+
+    def _starting(self) -> None:
+        """Before the first step."""
+
+    def _step(self) -> bool:
+        """Work on what is offered; False when there was nothing to do."""
+        raise NotImplementedError
+
+    def _failure(self, exc: Exception) -> Failure | None:
+        """What a failure means (None: unforeseen, logged with its traceback)."""
+        return None
+
+    def _finished(self) -> None:
+        """After the last step."""
+
+    # The loop ---------------------------------------------------------------------
+
+    def run(self) -> None:
+        self._starting()
+        backoff = 0.5
+        while not self._stop_flag.is_set():
+            try:
+                busy = self._step()
+                self._set_error(None)
+                backoff = 0.5
+                if not busy:
+                    self.queues.wake.wait(self.IDLE_WAIT)
+                    self.queues.wake.clear()
+            except Exception as exc:
+                failure = self._failure(exc)
+                if failure is None:
+                    log.exception("%s error; retrying", self.WHAT)
+                    failure = (f"{self.WHAT} error: {exc}", None)
+                message, wait = failure
+                self._set_error(message)
+                if wait is None:
+                    wait, backoff = backoff, min(backoff * 2, 10.0)
+                self._stop_flag.wait(wait)
+        if self._reader is not None:
+            self._reader.close()
+        self._finished()
+
+    def _set_error(self, message: str | None) -> None:
+        if message != self.error:
+            if message:
+                log.warning("%s", message)
+            self.error = message
+            self.report(message)

@@ -33,7 +33,7 @@ from agentmem.eventlog.ports import (
 )
 from agentmem.node.apply import MemoryState, decode
 from agentmem.node.metrics import NodeMetrics
-from agentmem.node.ranges import RangeQueues
+from agentmem.node.ranges import Failure, ProjectionWriter, RangeQueues
 from agentmem.semantic.milvus import IndexUnavailableError
 from agentmem.store.ports import (
     BatchView,
@@ -122,7 +122,9 @@ class StoreHandle:
 Report = Callable[[str | None], None]
 
 
-class StoreWriter(threading.Thread):
+class StoreWriter(ProjectionWriter):
+    WHAT = "store writer"
+
     def __init__(
         self,
         handle: StoreHandle,
@@ -136,24 +138,20 @@ class StoreWriter(threading.Thread):
         truncate_every: float = 60.0,
         floor: Callable[[list[int]], dict[int, int]] | None = None,
     ) -> None:
-        super().__init__(name="agentmem-store-writer", daemon=True)
+        super().__init__(
+            "agentmem-store-writer", RangeQueues(MAX_QUEUED, MAX_TRANSACTION), reader, report
+        )
         self.handle = handle
         self.admin = admin
-        self._make_reader = reader
-        self._reader: LogReader | None = None
         self.window_ms = window_ms
         self.metrics = metrics
-        self.report = report
         self.owned = owned
         self.audit_window_ms = audit_window_ms
         self.truncate_every = truncate_every
         #: What other projections reflect (the vector index): never truncated past.
         self.floor = floor
-        self.queues = RangeQueues(MAX_QUEUED, MAX_TRANSACTION)
-        self._stop_flag = threading.Event()
         self.stored: dict[int, Stored] = {}
         self._last_truncate = time.monotonic()
-        self.error: str | None = None
         self.truncate_error: str | None = None
 
     # Applier thread ------------------------------------------------------------
@@ -167,46 +165,16 @@ class StoreWriter(threading.Thread):
         self.queues.forget(partition)
         self.stored.pop(partition, None)
 
-    def stop(self) -> None:
-        self._stop_flag.set()
-        self.queues.wake.set()
-
     # Writer thread -------------------------------------------------------------
 
-    def run(self) -> None:
-        backoff = 0.5
-        while not self._stop_flag.is_set():
-            try:
-                busy = self._step()
-                self._set_error(None)
-                backoff = 0.5
-                if not busy:
-                    self.queues.wake.wait(0.1)
-                    self.queues.wake.clear()
-            except StoreIdentityError as exc:
-                self._set_error(str(exc))
-                self._stop_flag.wait(30)
-            except (StoreUnavailableError, LogUnavailableError) as exc:
-                self._set_error(f"{exc}; the durable store falls behind until it is back")
-                self._stop_flag.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
-            except LogGapError as exc:
-                self._set_error(f"the durable store cannot catch up: {exc}")
-                self._stop_flag.wait(30)
-            except Exception as exc:
-                log.exception("store writer error; retrying")
-                self._set_error(f"store writer error: {exc}")
-                self._stop_flag.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
-        if self._reader is not None:
-            self._reader.close()
-
-    def _set_error(self, message: str | None) -> None:
-        if message != self.error:
-            if message:
-                log.warning("%s", message)
-            self.error = message
-            self.report(message)
+    def _failure(self, exc: Exception) -> Failure | None:
+        if isinstance(exc, StoreIdentityError):
+            return str(exc), 30.0
+        if isinstance(exc, StoreUnavailableError | LogUnavailableError):
+            return f"{exc}; the durable store falls behind until it is back", None
+        if isinstance(exc, LogGapError):
+            return f"the durable store cannot catch up: {exc}", 30.0
+        return None
 
     def _step(self) -> bool:
         store = self.handle.get()
@@ -250,8 +218,7 @@ class StoreWriter(threading.Thread):
 
     def _catch_up(self, store: DurableStore, p: int, stored: Stored, until: int) -> Stored:
         """Write the events between the stored offset and ``until`` from the log."""
-        reader = self._reader or self._make_reader()
-        self._reader = reader
+        reader = self.reader()
         start = stored.offset + 1
         reader.assign({p: start})
         records = read_range(reader, p, start, until, MAX_TRANSACTION)
