@@ -206,16 +206,30 @@ def operator_dashboard() -> g.Dashboard:
             "short", 12, 8, "Moves of running rebalances not yet committed.",
         ),
         _panel(
+            "Work queue",
+            [("max(agentmem_operator_queue_depth)", "clusters queued"),
+             (_quantile(0.99, "agentmem_operator_queue_wait_seconds", ""), "wait p99 (s)")],
+            "short", 0, 16, "Clusters waiting for a worker, and how long they waited.",
+        ),
+        _panel(
+            "API requests by verb",
+            [("sum by (verb) (rate(agentmem_operator_api_requests_total[5m]))", "{{verb}}"),
+             ("sum(rate(agentmem_operator_applies_skipped_total[5m]))", "applies skipped")],
+            "reqps", 12, 16,
+            "Requests to the Kubernetes API server; applies not sent because nothing changed.",
+        ),
+        _panel(
             "Operator memory and CPU",
             [('process_resident_memory_bytes{job=~".*agentmem-operator.*"}', "resident memory"),
-             ('rate(process_cpu_seconds_total{job=~".*agentmem-operator.*"}[5m])', "CPU (cores)")],
-            "bytes", 0, 16, "The operator process.", w=24,
+             ('rate(process_cpu_seconds_total{job=~".*agentmem-operator.*"}[5m])', "CPU (cores)"),
+             ("max(agentmem_operator_cached_objects)", "cached objects")],
+            "bytes", 0, 24, "The operator process, and the objects its watches hold.", w=24,
         ),
     ]  # fmt: skip
     return g.Dashboard(
         title="agentmem operator",
         uid="agentmem-operator",
-        description="The agentmem operator: reconciles, their duration, the clusters' epochs.",
+        description="The agentmem operator: reconciles, its work queue, API requests, epochs.",
         tags=["agentmem"],
         timezone="browser",
         refresh="30s",

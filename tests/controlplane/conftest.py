@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -177,6 +178,7 @@ class Operator:
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
         self.liveness_port = free_port()
+        self.metrics_port = free_port()
 
     def start(self) -> Operator:
         env = {
@@ -189,7 +191,7 @@ class Operator:
                 [
                     sys.executable, "-m", "agentmem", "operator", "-n", self.namespace,
                     "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz",
-                    "--metrics-port", "0",
+                    "--metrics-port", str(self.metrics_port),
                 ],
                 env=env, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
@@ -203,6 +205,13 @@ class Operator:
 
     def stop(self) -> None:
         self.kill(signal.SIGTERM)
+
+    def metrics(self) -> dict[str, float]:
+        """The operator's /metrics: each sample (name with labels) and its value."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        text = urllib.request.urlopen(url, timeout=10).read().decode()
+        samples = (line.rpartition(" ") for line in text.splitlines() if line[:1] not in "#")
+        return {name: float(value) for name, _, value in samples if name}
 
     def tail(self, lines: int = 60) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])

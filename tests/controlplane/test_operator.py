@@ -415,6 +415,46 @@ def test_hand_edits_are_restored_and_foreign_fields_kept(
     assert "agentmem-operator" in managers
 
 
+def _requests(metrics: dict[str, float]) -> dict[str, float]:
+    prefix = "agentmem_operator_api_requests_total{"
+    return {k: v for k, v in metrics.items() if k.startswith(prefix) and "watch" not in k}
+
+
+def _reconciles(metrics: dict[str, float]) -> float:
+    return sum(v for k, v in metrics.items() if k.startswith("agentmem_operator_reconciles_total"))
+
+
+def test_an_idle_cluster_costs_no_api_request_and_a_deleted_child_comes_back(
+    controlplane: ControlPlane, operator: Operator
+) -> None:
+    """Reconciles read children from the operator's watches and send only writes
+    that change something: once a cluster is Ready, its resyncs (every second
+    here) send nothing; a child deleted by hand is seen by the watch and applied
+    again."""
+    kubectl, ns = controlplane.kubectl, operator.namespace
+    kubectl.apply(cluster(), ns)
+    wait_ready(kubectl, ns)
+
+    def quiet() -> tuple[dict[str, float], dict[str, float]] | None:
+        before = operator.metrics()
+        time.sleep(3)
+        after = operator.metrics()
+        if _reconciles(after) - _reconciles(before) < 2:  # resyncs must have run
+            return None
+        return (before, after) if _requests(after) == _requests(before) else None
+
+    before, after = wait_until("3 s of resyncs without a request", quiet, timeout=30, interval=0)
+    skipped = "agentmem_operator_applies_skipped_total"
+    assert after[skipped] - before[skipped] >= 2 * 15  # every child, every resync
+    applies = 'agentmem_operator_api_requests_total{verb="apply"}'
+    applied = operator.metrics()[applies]
+
+    kubectl.run("delete", "service", "demo-router", "-n", ns)
+    wait_until("the router Service back", lambda: kubectl.get("service", "demo-router", ns))
+    assert 1 <= operator.metrics()[applies] - applied <= 3
+    wait_ready(kubectl, ns)
+
+
 def test_a_deleted_or_damaged_directory_comes_back_from_status(
     controlplane: ControlPlane, operator: Operator
 ) -> None:

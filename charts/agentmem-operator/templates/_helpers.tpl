@@ -75,10 +75,10 @@ Events; it reads and creates each cluster's keys and CA (Secrets), and applies t
 certificate Secret it renews. Nothing else: no update or deletecollection.
 */}}
 {{- define "agentmem-operator.namespacedRules" -}}
-# kopf watches clusters and patches its annotations; the reconciler reads and lists them.
+# kopf watches clusters; the reconciler reads them (from the watch, or by name).
 - apiGroups: ["agentmem.io"]
   resources: ["agentmemoryclusters"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch"]
 # Status is written through the status subresource (JSON merge patch).
 - apiGroups: ["agentmem.io"]
   resources: ["agentmemoryclusters/status"]
@@ -88,23 +88,25 @@ certificate Secret it renews. Nothing else: no update or deletecollection.
 - apiGroups: ["agentmem.io"]
   resources: ["agentmemoryclusters/finalizers"]
   verbs: ["update"]
+# Every kind the operator makes is listed and watched (only objects labelled
+# app.kubernetes.io/managed-by=agentmem-operator): reconciles read them from memory.
 # The directory and auth ConfigMaps are read and applied.
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "create", "patch"]
-# Client, router and shard Services: applied, listed and deleted when pruned or retired.
+  verbs: ["get", "list", "watch", "create", "patch"]
+# Client, router and shard Services: applied, and deleted when pruned or retired.
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["list", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 # Each cluster's keys and CA (<cluster>-auth, -audit, -ca): read, and created once;
 # its certificate (<cluster>-tls): applied again when it is renewed.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 # The nodes' ServiceAccount.
 - apiGroups: [""]
   resources: ["serviceaccounts"]
-  verbs: ["create", "patch"]
+  verbs: ["list", "watch", "create", "patch"]
 # Events about clusters (RebalancePlanned, EpochCommitted, ...) and kopf's warnings.
 - apiGroups: [""]
   resources: ["events"]
@@ -114,30 +116,30 @@ certificate Secret it renews. Nothing else: no update or deletecollection.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list"]
-# Shard StatefulSets: kopf watches them for pod readiness; applied, listed, deleted.
+# Shard StatefulSets (watched for pod readiness): applied, deleted.
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
   verbs: ["list", "watch", "create", "patch", "delete"]
 # The router Deployment.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["list", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 # A PodDisruptionBudget per shard.
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["list", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 # The nodes' NetworkPolicy.
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["list", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 # The event topic in strimzi mode: applied and read for its Ready condition, never deleted.
 - apiGroups: ["kafka.strimzi.io"]
   resources: ["kafkatopics"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 # ServiceMonitor and PrometheusRule, when the Prometheus Operator's API is served.
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["servicemonitors", "prometheusrules"]
-  verbs: ["list", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 {{- end }}
 
 {{/*

@@ -1,14 +1,20 @@
 """The one module that talks to the Kubernetes API (besides kopf itself).
 
 A small, synchronous client over the official ``kubernetes`` package: server-side
-apply under one field manager, get, list, delete, status patches and API
+apply under one field manager, get, list, watch, delete, status patches and API
 discovery. Kinds are looked up in a fixed table, so there is no discovery
-round trip per call. kopf runs the handlers that use it in worker threads.
+round trip per call. The work queue's threads use it.
+
+With an :class:`~agentmem.controller.cache.ObjectCache`, reads of the kinds the
+cache serves are answered from memory, every write's answer goes into the
+cache, and an apply whose manifest is the one last applied to an object nobody
+changed since is not sent at all. Every request is counted by verb.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import socket
 import threading
@@ -20,6 +26,8 @@ from urllib.parse import urlencode
 import kubernetes
 from kubernetes.client import ApiClient
 
+from agentmem.controller.cache import ObjectCache, Objects
+from agentmem.controller.metrics import METRICS
 from agentmem.model import naming
 
 _HOSTNAME = socket.gethostname()
@@ -79,8 +87,11 @@ def path(api_version: str, kind: str, namespace: str | None, name: str | None = 
 class Kube:
     """Synchronous Kubernetes API access for the controller."""
 
-    def __init__(self, api_client: ApiClient | None = None) -> None:
+    def __init__(
+        self, api_client: ApiClient | None = None, cache: ObjectCache | None = None
+    ) -> None:
         self._api = api_client or _default_client()
+        self.cache = cache
         self._served: dict[str, bool] = {}
         self._lock = threading.Lock()
 
@@ -95,7 +106,26 @@ class Kube:
         query: dict[str, str] | None = None,
         content_type: str = "application/json",
         accept: str = "application/json",
+        verb: str = "",
     ) -> Any:
+        response = self._send(method, url, body, query, content_type, accept, verb, timeout=30)
+        response.read()
+        text = response.data.decode() if response.data else ""
+        return json.loads(text) if text else None
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        body: Any,
+        query: dict[str, str] | None,
+        content_type: str,
+        accept: str,
+        verb: str,
+        timeout: float | tuple[float, float],
+    ) -> Any:
+        """Send one request; the response (not read yet) when its status is 2xx."""
+        METRICS.api_requests.labels(verb=verb or method.lower()).inc()
         if query:
             url = f"{url}?{urlencode(query)}"
         headers = {"Accept": accept}
@@ -109,37 +139,69 @@ class Kube:
             auth_settings=["BearerToken"],
         )
         try:
-            response = self._api.call_api(*request, _request_timeout=30)
-            response.read()  # type: ignore[no-untyped-call]
+            response = self._api.call_api(*request, _request_timeout=timeout)
         except kubernetes.client.exceptions.ApiException as exc:
             raise KubeError(exc.status or 0, f"{method} {url}: {exc.reason}") from exc
         except OSError as exc:
             raise KubeError(0, f"{method} {url}: {exc}") from exc
-        text = response.data.decode() if response.data else ""
         if not 200 <= response.status <= 299:
+            text = response.read().decode()  # type: ignore[no-untyped-call]
             message = text
-            with contextlib.suppress(ValueError):
+            with contextlib.suppress(ValueError, AttributeError):
                 message = json.loads(text).get("message", text)
             raise KubeError(response.status, f"{method} {url}: {response.status} {message}")
-        return json.loads(text) if text else None
+        return response
+
+    def _cached(self, kind: str, namespace: str | None) -> ObjectCache | None:
+        """The cache, when it answers for ``kind`` in ``namespace``."""
+        if self.cache is not None and self.cache.serves(kind, namespace):
+            return self.cache
+        return None
+
+    def _remember(self, obj: Any) -> None:
+        if self.cache is not None and isinstance(obj, dict) and "metadata" in obj:
+            self.cache.put(obj, notify=False)
 
     # Objects -----------------------------------------------------------------
 
     def apply(self, obj: dict[str, Any], force: bool = True) -> dict[str, Any]:
-        """Server-side apply under the operator's field manager."""
+        """Server-side apply under the operator's field manager.
+
+        Not sent when the cache serves the kind, this exact manifest was the last
+        one applied, and the object has not changed since (anyone's change, a
+        hand edit or a deletion, makes the next apply go out and restore it).
+        """
         meta = obj["metadata"]
-        url = path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
+        kind, namespace = obj["kind"], meta.get("namespace")
+        cache = self._cached(kind, namespace)
+        digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+        if cache is not None and cache.unchanged(kind, namespace or "", meta["name"], digest):
+            METRICS.applies_skipped.inc()
+            current = cache.get(kind, namespace or "", meta["name"])
+            assert current is not None  # unchanged() saw it
+            return current
+        url = path(obj["apiVersion"], kind, namespace, meta["name"])
         query = {"fieldManager": naming.FIELD_MANAGER, "force": "true" if force else "false"}
         result: dict[str, Any] = self.request(
-            "PATCH", url, obj, query, content_type="application/apply-patch+yaml"
+            "PATCH", url, obj, query, content_type="application/apply-patch+yaml", verb="apply"
         )
+        if self.cache is not None:
+            self.cache.applied(result, digest)
         return result
 
     def get(
         self, api_version: str, kind: str, namespace: str | None, name: str
     ) -> dict[str, Any] | None:
+        """The object, or None; from the cache when it serves the kind, or holds the
+        object (the clusters, which kopf's watch puts there)."""
+        if self.cache is not None:
+            held = self.cache.get(kind, namespace or "", name)
+            if held is not None or self.cache.serves(kind, namespace):
+                return held
         try:
-            result: dict[str, Any] = self.request("GET", path(api_version, kind, namespace, name))
+            result: dict[str, Any] = self.request(
+                "GET", path(api_version, kind, namespace, name), verb="get"
+            )
         except KubeError as exc:
             if exc.status == 404:
                 return None
@@ -149,20 +211,50 @@ class Kube:
     def list(
         self, api_version: str, kind: str, namespace: str | None, label_selector: str = ""
     ) -> list[dict[str, Any]]:
+        cache = self._cached(kind, namespace)
+        if cache is not None:
+            return cache.list(kind, namespace, label_selector)
+        return self.list_with_version(api_version, kind, namespace, label_selector)[0]
+
+    def list_with_version(
+        self, api_version: str, kind: str, namespace: str | None, label_selector: str = ""
+    ) -> tuple[Objects, str]:
+        """A list from the API server, and its resourceVersion (where a watch goes on)."""
         query = {"labelSelector": label_selector} if label_selector else None
-        result = self.request("GET", path(api_version, kind, namespace), query=query)
+        result = self.request("GET", path(api_version, kind, namespace), query=query, verb="list")
         items: list[dict[str, Any]] = result.get("items", [])
-        return items
+        return items, str(result.get("metadata", {}).get("resourceVersion", ""))
+
+    def stream(
+        self, api_version: str, kind: str, namespace: str | None, query: dict[str, str]
+    ) -> Iterator[bytes]:
+        """The lines of a watch (one JSON event each), until the server ends it."""
+        from agentmem.controller.cache import WATCH_SECONDS
+
+        response = self._send(
+            "GET", path(api_version, kind, namespace), None, query, "application/json",
+            "application/json", "watch", timeout=(10, WATCH_SECONDS + 30),
+        )  # fmt: skip
+        raw = response.response
+        try:
+            yield from (line for line in raw if line.strip())
+        except OSError as exc:
+            raise KubeError(0, f"watch of {kind} ended: {exc}") from exc
+        finally:
+            raw.release_conn()
 
     def delete(self, api_version: str, kind: str, namespace: str | None, name: str) -> bool:
         """Delete with background propagation; False when it was already gone."""
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
         try:
-            self.request("DELETE", path(api_version, kind, namespace, name), body)
+            self.request("DELETE", path(api_version, kind, namespace, name), body, verb="delete")
         except KubeError as exc:
             if exc.status == 404:
                 return False
             raise
+        finally:
+            if self.cache is not None:
+                self.cache.remove(kind, namespace or "", name, notify=False)
         return True
 
     def patch_status(
@@ -171,8 +263,10 @@ class Kube:
         """Replace the status fields given (a JSON merge patch of the status subresource)."""
         url = path(api_version, kind, namespace, name) + "/status"
         result: dict[str, Any] = self.request(
-            "PATCH", url, {"status": status}, content_type="application/merge-patch+json"
-        )
+            "PATCH", url, {"status": status}, content_type="application/merge-patch+json",
+            verb="patch",
+        )  # fmt: skip
+        self._remember(result)
         return result
 
     def post_event(
@@ -201,18 +295,26 @@ class Kube:
             "lastTimestamp": now,
             "count": 1,
         }
-        self.request("POST", path("v1", "Event", meta["namespace"]), event)
+        self.request("POST", path("v1", "Event", meta["namespace"]), event, verb="event")
 
     def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
         """Create an object; None when it exists already (it is left as it is)."""
         meta = obj["metadata"]
         url = path(obj["apiVersion"], obj["kind"], meta.get("namespace"))
         try:
-            result: dict[str, Any] = self.request("POST", url, obj)
+            result: dict[str, Any] = self.request("POST", url, obj, verb="create")
         except KubeError as exc:
             if exc.status == 409:
+                # The cache may not hold it yet (made by another reconcile just
+                # now, or not labelled as the operator's): read it from the server.
+                if self.cache is not None:
+                    live = self.request("GET", path(obj["apiVersion"], obj["kind"],
+                                                    meta.get("namespace"), meta["name"]),
+                                        verb="get")  # fmt: skip
+                    self._remember(live)
                 return None
             raise
+        self._remember(result)
         return result
 
     # Discovery ---------------------------------------------------------------
@@ -246,12 +348,19 @@ class Kube:
             self._served.clear()
 
 
+#: Connections kept to the API server: the work queue's threads, and one
+#: long-lived watch per cached kind (and namespace).
+CONNECTIONS = 64
+
+
 def _default_client() -> ApiClient:
     try:
         kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
-    return ApiClient()
+    configuration = kubernetes.client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = CONNECTIONS
+    return ApiClient(configuration)
 
 
 def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:

@@ -1,10 +1,17 @@
-"""kopf handlers. They are thin: every event ends in :meth:`Reconciler.reconcile`.
+"""kopf handlers, and the controller they start: watches, a cache, a work queue.
+
+kopf watches the clusters; every event puts the cluster in the cache and in
+the work queue. The cache's informers watch the operator's children (labelled
+as managed by it); a change of one that the operator did not make itself (a
+pod became ready, a hand edit, a deletion) queues its cluster. Worker threads
+take clusters from the queue, each cluster by one thread at a time, and run
+:meth:`Reconciler.reconcile`, which reads from the cache and sends only the
+writes that change something. Every cluster is also queued every
+``AGENTMEM_RESYNC_SECONDS`` (a safety net; an idle one costs no request).
 
 No handler needs a finalizer: children are owned through ownerReferences and
 removed by Kubernetes garbage collection, so deleting a cluster never waits for
-the operator (the delete handler is optional and only logs). For the same
-reason the periodic resync is a plain thread, not a kopf timer or daemon
-(those would add a finalizer).
+the operator.
 """
 
 from __future__ import annotations
@@ -12,90 +19,144 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
 from agentmem.controller._kube import Kube, KubeError
+from agentmem.controller.cache import Informer, ObjectCache
+from agentmem.controller.metrics import METRICS
+from agentmem.controller.queue import WorkQueue
 from agentmem.controller.reconcile import EventType, Reconciler, now_rfc3339
 from agentmem.controller.settings import Settings
 from agentmem.model import naming
+from agentmem.resources.monitoring import MONITORING_API
 
 log = logging.getLogger(__name__)
 
+#: The kinds the cache watches: every kind the operator applies or reads back.
+WATCHED: tuple[tuple[str, str], ...] = (
+    ("v1", "ConfigMap"),
+    ("v1", "Secret"),
+    ("v1", "Service"),
+    ("v1", "ServiceAccount"),
+    ("apps/v1", "StatefulSet"),
+    ("apps/v1", "Deployment"),
+    ("policy/v1", "PodDisruptionBudget"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+    (MONITORING_API, "ServiceMonitor"),
+    (MONITORING_API, "PrometheusRule"),
+)
+#: Strimzi's topic API, in the versions tried (the cache keeps whichever is served).
+KAFKA_TOPIC_APIS = ("kafka.strimzi.io/v1beta2", "kafka.strimzi.io/v1")
+#: How long the workers wait for the informers' first lists at startup.
+SYNC_TIMEOUT_SECONDS = 60.0
 
-class Resync:
-    """Reconciles every cluster periodically, at once when kicked, and again soon
-    when a reconcile asks for it.
 
-    Kicks come from changes of owned StatefulSets (pod readiness), so status
-    follows the pods without waiting for the next period. A cluster that is
-    rebalancing or not yet ready is looked at again within seconds (its nodes
-    are asked how far they are), not at the next period.
-    """
+class Controller:
+    """The cache, its informers, the work queue and the periodic resync."""
 
-    def __init__(self, reconciler: Reconciler, settings: Settings) -> None:
-        self.reconciler = reconciler
+    def __init__(self, settings: Settings, kube: Kube | None = None) -> None:
         self.settings = settings
-        self._kicked: set[tuple[str, str]] = set()
-        self._due: dict[tuple[str, str], float] = {}
-        self._wake = threading.Event()
+        self.cache = ObjectCache(on_change=self._changed)
+        self.kube = kube or Kube(cache=self.cache)
+        self.kube.cache = self.cache
+
+        def emit(body: dict[str, Any], type_: EventType, reason: str, message: str) -> None:
+            try:
+                self.kube.post_event(body, type_, reason, message, now_rfc3339())
+            except KubeError as exc:  # an event is best effort
+                log.warning("could not record event %s: %s", reason, exc)
+
+        self.reconciler = Reconciler(self.kube, emit)
+        self.queue = WorkQueue(self._reconcile, settings.workers)
+        self.informers: list[Informer] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="agentmem-resync", daemon=True)
 
+    # Lifecycle ---------------------------------------------------------------
+
     def start(self) -> None:
+        """Start the informers of every kind served, and the thread that starts the
+        workers once they listed (raises KubeError, having started nothing, when the
+        API server does not answer)."""
+        namespaces: tuple[str | None, ...] = self.settings.namespaces or (None,)
+        kinds = [(v, k) for v, k in WATCHED if self.kube.served(v)]
+        topics = next((v for v in KAFKA_TOPIC_APIS if self.kube.served(v)), None)
+        if topics is not None:
+            kinds.append((topics, "KafkaTopic"))
+        for api_version, kind in kinds:
+            for namespace in namespaces:
+                informer = Informer(self.kube, self.cache, api_version, kind, namespace)
+                informer.start()
+                self.informers.append(informer)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._wake.set()
+        for informer in self.informers:
+            informer.stop()
+        self.queue.stop()
         self._thread.join(timeout=10)
 
-    def kick(self, namespace: str, name: str) -> None:
-        self._kicked.add((namespace, name))
-        self._wake.set()
-
-    def _all(self) -> set[tuple[str, str]]:
-        kube = self.reconciler.kube
-        namespaces: tuple[str | None, ...] = self.settings.namespaces or (None,)
-        found = set()
-        for ns in namespaces:
-            for obj in kube.list(naming.API_VERSION, naming.KIND, ns):
-                found.add((obj["metadata"]["namespace"], obj["metadata"]["name"]))
-        return found
+    def alive(self) -> bool:
+        return (
+            self._thread.is_alive()
+            and self.queue.alive()
+            and all(i.alive() for i in self.informers)
+        )
 
     def _run(self) -> None:
-        next_periodic = time.monotonic() + self.settings.resync_seconds
-        while not self._stop.is_set():
-            now = time.monotonic()
-            wake_at = min([next_periodic, *self._due.values()])
-            self._wake.wait(timeout=max(0.0, wake_at - now))
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            now = time.monotonic()
-            keys, self._kicked = self._kicked, set()
-            keys |= {key for key, at in self._due.items() if at <= now}
-            try:
-                if now >= next_periodic:
-                    keys |= self._all()
-                    next_periodic = now + self.settings.resync_seconds
-                for namespace, name in sorted(keys):
-                    self._due.pop((namespace, name), None)
-                    again = self.reconciler.reconcile(namespace, name)
-                    if again is not None:
-                        self._due[(namespace, name)] = time.monotonic() + again
-            except Exception:  # keep resyncing whatever one reconcile did
-                log.exception("resync failed; retrying in %ss", self.settings.resync_seconds)
+        """Start the workers once the informers listed, then queue every cluster
+        each resync period."""
+        deadline = time.monotonic() + SYNC_TIMEOUT_SECONDS
+        while not self._synced() and time.monotonic() < deadline and not self._stop.is_set():
+            self._stop.wait(0.1)
+        if not self._synced():
+            log.warning("the watches have not listed everything yet; reconciling anyway")
+        self.queue.start()
+        while not self._stop.wait(self.settings.resync_seconds):
+            METRICS.cached_objects.set(len(self.cache))
+            for key in self.cache.keys(naming.KIND):
+                self.queue.add(key)
+
+    def _synced(self) -> bool:
+        return all(self.cache.serves(i.kind, i.namespace) for i in self.informers)
+
+    # Events ------------------------------------------------------------------
+
+    def cluster_event(self, event: dict[str, Any]) -> None:
+        """A watch event of a cluster (from kopf): into the cache, and queued."""
+        obj = event.get("object") or {}
+        meta = obj.get("metadata") or {}
+        if not meta.get("name"):
+            return
+        namespace = meta.get("namespace", "default")
+        obj.setdefault("kind", naming.KIND)
+        if event.get("type") == "DELETED":
+            self.cache.remove(naming.KIND, namespace, meta["name"], notify=False)
+            return
+        if self.cache.put(obj, notify=False):  # not the echo of a status the operator wrote
+            self.queue.add((namespace, meta["name"]))
+
+    def _changed(self, obj: dict[str, Any]) -> None:
+        """A child changed (not by the operator's own write): queue its cluster."""
+        meta = obj.get("metadata") or {}
+        cluster = (meta.get("labels") or {}).get(naming.LABEL_CLUSTER)
+        if cluster and obj.get("kind") != naming.KIND:
+            self.queue.add((meta.get("namespace", ""), cluster))
+
+    def _reconcile(self, key: Hashable) -> float | None:
+        namespace, name = cast(tuple[str, str], key)
+        return self.reconciler.reconcile(namespace, name)
 
 
 @dataclass
 class _State:
     settings: Settings = field(default_factory=Settings.from_env)
-    reconciler: Reconciler | None = None
-    resync: Resync | None = None
+    controller: Controller | None = None
 
 
 STATE = _State()
@@ -104,12 +165,6 @@ STATE = _State()
 def configure(settings: Settings) -> None:
     """Set the operator's settings before kopf starts (the runner calls this)."""
     STATE.settings = settings
-
-
-def _reconciler() -> Reconciler:
-    if STATE.reconciler is None:  # pragma: no cover - startup always runs first
-        raise kopf.TemporaryError("the operator is still starting", delay=1)
-    return STATE.reconciler
 
 
 @kopf.on.startup()
@@ -125,52 +180,31 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.execution.max_workers = config.workers
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    kube = Kube()
-
-    def emit(body: dict[str, Any], type_: EventType, reason: str, message: str) -> None:
-        try:
-            kube.post_event(body, type_, reason, message, now_rfc3339())
-        except KubeError as exc:  # an event is best effort
-            log.warning("could not record event %s: %s", reason, exc)
-
-    STATE.reconciler = Reconciler(kube, emit)
-    STATE.resync = Resync(STATE.reconciler, config)
-    STATE.resync.start()
+    controller = Controller(config)
+    try:
+        controller.start()
+    except KubeError as exc:
+        message = f"cannot read the API server's discovery: {exc}"
+        raise kopf.TemporaryError(message, delay=5) from exc
+    STATE.controller = controller
 
 
 @kopf.on.cleanup()
 def cleanup(**_: Any) -> None:
-    if STATE.resync is not None:
-        STATE.resync.stop()
-    if STATE.reconciler is not None:
-        STATE.reconciler.kube.close()
+    if STATE.controller is not None:
+        STATE.controller.stop()
+        STATE.controller.kube.close()
 
 
-@kopf.on.create(naming.GROUP, naming.VERSION, naming.PLURAL)
-@kopf.on.update(naming.GROUP, naming.VERSION, naming.PLURAL)
-@kopf.on.resume(naming.GROUP, naming.VERSION, naming.PLURAL)
-def reconcile(name: str, namespace: str | None, **_: Any) -> None:
-    try:
-        _reconciler().reconcile(namespace or "default", name)
-    except KubeError as exc:
-        raise kopf.TemporaryError(f"{exc}; retrying", delay=5) from exc
-
-
-@kopf.on.delete(naming.GROUP, naming.VERSION, naming.PLURAL, optional=True)
-def deleted(name: str, namespace: str | None, **_: Any) -> None:
-    log.info("cluster %s/%s deleted; garbage collection removes its children", namespace, name)
-
-
-@kopf.on.event("apps", "v1", "statefulsets", labels={naming.LABEL_MANAGED_BY: naming.FIELD_MANAGER})
-def statefulset_changed(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
-    cluster = labels.get(naming.LABEL_CLUSTER)
-    if cluster and namespace and STATE.resync is not None:
-        STATE.resync.kick(namespace, cluster)
+@kopf.on.event(naming.GROUP, naming.VERSION, naming.PLURAL)
+def cluster_event(event: kopf.RawEvent, **_: Any) -> None:
+    if STATE.controller is not None:
+        STATE.controller.cluster_event(dict(event))
 
 
 @kopf.on.probe(id="reconciler")
 def probe(**_: Any) -> str:
-    alive = STATE.resync is not None and STATE.resync._thread.is_alive()
-    if not alive:
-        raise kopf.PermanentError("the resync thread is not running")
-    return "running"
+    controller = STATE.controller
+    if controller is None or not controller.alive():
+        raise kopf.PermanentError("the work queue, a watch or the resync thread is not running")
+    return f"running; {controller.queue.waiting()} clusters queued"

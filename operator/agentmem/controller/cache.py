@@ -1,0 +1,294 @@
+"""What the API server holds of the operator's children, kept current by watches.
+
+One informer per kind (and per watched namespace) lists the objects labelled
+``app.kubernetes.io/managed-by=agentmem-operator`` and then follows a watch of
+them, so a reconcile reads its children from memory instead of asking the API
+server. The operator's own writes go into the cache at once (the object the
+server answered), so a reconcile reads what it just wrote; a watch event never
+replaces an entry with an older ``resourceVersion``.
+
+Kept of each object: everything but ``managedFields``, and of a workload's
+spec (StatefulSet, Deployment) only ``replicas``: the pod template is the
+operator's own, and large. The reconciler reads labels, owners, status and
+data; this keeps them at a fraction of the memory.
+
+A kind whose informer has not listed yet is not *served*: :class:`Kube` then
+asks the API server, as it would without a cache. Any change an informer sees
+(not an echo of the operator's own write) is passed to ``on_change`` with the
+object, which the work queue turns into a reconcile of its cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from agentmem.model import naming
+
+if TYPE_CHECKING:
+    from agentmem.controller._kube import Kube
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str, str]  # kind, namespace, name
+Objects = list[dict[str, Any]]
+OnChange = Callable[[dict[str, Any]], None]
+
+#: Only the operator's own objects are cached.
+MANAGED_SELECTOR = f"{naming.LABEL_MANAGED_BY}={naming.FIELD_MANAGER}"
+#: A watch asks the server to end it after this long (and starts again at once).
+WATCH_SECONDS = 290
+#: After a failed list or watch: first wait, and the longest.
+RETRY_SECONDS = (1.0, 30.0)
+
+
+def _version(obj: dict[str, Any]) -> int:
+    raw = obj.get("metadata", {}).get("resourceVersion") or "0"
+    return int(raw) if raw.isdigit() else 0
+
+
+#: Kinds whose spec is not kept beyond ``replicas``.
+WORKLOADS = frozenset({"StatefulSet", "Deployment"})
+
+
+def strip(obj: dict[str, Any]) -> dict[str, Any]:
+    """What the cache keeps of an object (see the module's docstring)."""
+    out = dict(obj)
+    out["metadata"] = {k: v for k, v in obj.get("metadata", {}).items() if k != "managedFields"}
+    spec = obj.get("spec")
+    if obj.get("kind") in WORKLOADS and isinstance(spec, dict):
+        out["spec"] = {"replicas": spec["replicas"]} if "replicas" in spec else {}
+    return out
+
+
+def fingerprint(obj: dict[str, Any]) -> str:
+    """What changes when anyone changes the object's desired state.
+
+    Objects with a ``generation`` (workloads, custom resources) bump it on every
+    change of their spec, not on status updates; of the others (ConfigMaps,
+    Secrets, Services) the resourceVersion is taken. Labels, annotations and
+    owners count for both.
+    """
+    meta = obj.get("metadata", {})
+    change = meta.get("generation") or f"rv{meta.get('resourceVersion')}"
+    extra = json.dumps(
+        [meta.get("labels"), meta.get("annotations"), meta.get("ownerReferences")],
+        sort_keys=True,
+    )
+    return f"{change}:{extra}"
+
+
+def _matches(labels: dict[str, str], selector: str) -> bool:
+    for term in filter(None, selector.split(",")):
+        key, _, value = term.partition("=")
+        if labels.get(key) != value:
+            return False
+    return True
+
+
+@dataclass
+class ObjectCache:
+    """The objects of the kinds being watched, by (kind, namespace, name)."""
+
+    on_change: OnChange | None = None
+    _objects: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    _synced: set[tuple[str, str | None]] = field(default_factory=set)
+    _applied: dict[Key, tuple[str, str]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # Reading -----------------------------------------------------------------
+
+    def serves(self, kind: str, namespace: str | None) -> bool:
+        """Whether ``kind`` in ``namespace`` is listed and watched (so a miss is an absence)."""
+        return (kind, None) in self._synced or (
+            namespace is not None and (kind, namespace) in self._synced
+        )
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._objects.get((kind, namespace, name))
+
+    def list(self, kind: str, namespace: str | None, selector: str = "") -> Objects:
+        with self._lock:
+            found = [
+                obj
+                for (k, ns, _), obj in self._objects.items()
+                if k == kind and (namespace is None or ns == namespace)
+            ]
+        return [o for o in found if _matches(o["metadata"].get("labels") or {}, selector)]
+
+    def keys(self, kind: str) -> Iterator[tuple[str, str]]:
+        """(namespace, name) of every object of ``kind``."""
+        with self._lock:
+            found = [(ns, name) for k, ns, name in self._objects if k == kind]
+        return iter(found)
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    # Applies that change nothing -------------------------------------------------
+
+    def unchanged(self, kind: str, namespace: str, name: str, digest: str) -> bool:
+        """True when ``digest`` is what the operator last applied to this object and
+        nobody changed the object since (it is still there, with the fingerprint
+        the server answered then)."""
+        key = (kind, namespace, name)
+        with self._lock:
+            current = self._objects.get(key)
+            applied = self._applied.get(key)
+        return (
+            current is not None
+            and applied is not None
+            and applied == (digest, fingerprint(current))
+        )
+
+    def applied(self, obj: dict[str, Any], digest: str) -> None:
+        """Remember the server's answer to an apply of a manifest with ``digest``."""
+        meta = obj["metadata"]
+        key = (obj["kind"], meta.get("namespace", ""), meta["name"])
+        with self._lock:
+            self._applied[key] = (digest, fingerprint(obj))
+        self.put(obj, notify=False)
+
+    # Writing (watch events and the operator's own writes) ----------------------------
+
+    def put(self, obj: dict[str, Any], notify: bool = True) -> bool:
+        """Keep ``obj`` unless the cache holds it at the same or a newer version;
+        whether it was kept (a change, not an echo of the operator's own write)."""
+        meta = obj["metadata"]
+        key = (obj["kind"], meta.get("namespace", ""), meta["name"])
+        kept = strip(obj)
+        with self._lock:
+            current = self._objects.get(key)
+            if current is not None and _version(current) >= _version(kept):
+                return False
+            self._objects[key] = kept
+        if notify and self.on_change is not None:
+            self.on_change(kept)
+        return True
+
+    def remove(self, kind: str, namespace: str, name: str, notify: bool = True) -> None:
+        key = (kind, namespace, name)
+        with self._lock:
+            gone = self._objects.pop(key, None)
+            self._applied.pop(key, None)
+        if gone is not None and notify and self.on_change is not None:
+            self.on_change(gone)
+
+    def replace(self, kind: str, namespace: str | None, objects: Objects) -> None:
+        """A fresh list of ``kind`` in ``namespace`` (None: all): put them, drop the rest."""
+        names = set()
+        for obj in objects:
+            obj.setdefault("kind", kind)
+            names.add((obj["metadata"].get("namespace", ""), obj["metadata"]["name"]))
+            self.put(obj)
+        with self._lock:
+            stale = [
+                key
+                for key in self._objects
+                if key[0] == kind
+                and (namespace is None or key[1] == namespace)
+                and (key[1], key[2]) not in names
+            ]
+        for key in stale:
+            self.remove(*key)
+        with self._lock:
+            self._synced.add((kind, namespace))
+
+
+class Informer:
+    """List, then watch, one kind in one namespace (None: all), into the cache."""
+
+    def __init__(
+        self, kube: Kube, cache: ObjectCache, api_version: str, kind: str, namespace: str | None
+    ) -> None:
+        self.kube = kube
+        self.cache = cache
+        self.api_version = api_version
+        self.kind = kind
+        self.namespace = namespace
+        self._stop = threading.Event()
+        where = namespace or "all namespaces"
+        self._thread = threading.Thread(
+            target=self._run, name=f"informer {kind} in {where}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        from agentmem.controller._kube import KubeError
+
+        delay = RETRY_SECONDS[0]
+        version = ""
+        while not self._stop.is_set():
+            try:
+                if not version:
+                    version = self._list()
+                version = self._watch(version)
+                delay = RETRY_SECONDS[0]
+            except KubeError as exc:
+                if exc.status == 410:  # too old: list again
+                    version = ""
+                    continue
+                log.warning("watching %s failed (%s); again in %.0fs", self.kind, exc, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, RETRY_SECONDS[1])
+            except Exception:  # never let a watch thread die
+                log.exception("watching %s failed; listing again in %.0fs", self.kind, delay)
+                version = ""
+                self._stop.wait(delay)
+                delay = min(delay * 2, RETRY_SECONDS[1])
+
+    def _list(self) -> str:
+        items, version = self.kube.list_with_version(
+            self.api_version, self.kind, self.namespace, MANAGED_SELECTOR
+        )
+        self.cache.replace(self.kind, self.namespace, items)
+        return version
+
+    def _watch(self, version: str) -> str:
+        """Follow the watch until the server ends it; the version to go on from."""
+        for event in self._events(version):
+            kind, obj = event.get("type"), event.get("object") or {}
+            if kind == "ERROR":
+                from agentmem.controller._kube import KubeError
+
+                raise KubeError(int(obj.get("code", 0)), str(obj.get("message", "")))
+            version = obj.get("metadata", {}).get("resourceVersion") or version
+            if kind == "BOOKMARK":
+                continue
+            obj.setdefault("kind", self.kind)
+            if kind == "DELETED":
+                meta = obj["metadata"]
+                self.cache.remove(self.kind, meta.get("namespace", ""), meta["name"])
+            else:
+                self.cache.put(obj)
+        return version
+
+    def _events(self, version: str) -> Iterator[dict[str, Any]]:
+        query = {
+            "watch": "true",
+            "labelSelector": MANAGED_SELECTOR,
+            "resourceVersion": version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(WATCH_SECONDS),
+        }
+        started = time.monotonic()
+        for line in self.kube.stream(self.api_version, self.kind, self.namespace, query):
+            if self._stop.is_set():
+                return
+            yield json.loads(line)
+        if time.monotonic() - started < 1:
+            self._stop.wait(1)  # a watch the server ended at once: do not spin
