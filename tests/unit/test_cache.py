@@ -96,3 +96,19 @@ def test_lists_filter_by_namespace_and_labels_and_a_relist_drops_what_is_gone() 
     cache.replace("StatefulSet", None, [b])
     assert cache.get("StatefulSet", "ns", "demo-shard-0") is None
     assert list(cache.keys("StatefulSet")) == [("ns2", "other")]
+
+
+def test_a_clusters_lists_come_from_its_own_objects_and_follow_label_changes() -> None:
+    cache = ObjectCache()
+    cache.replace("StatefulSet", None, [sts(1)])
+    mine = "agentmem.io/cluster=demo"
+    assert [o["metadata"]["name"] for o in cache.list("StatefulSet", "ns", mine)] == [
+        "demo-shard-0"
+    ]
+    moved = sts(2)
+    moved["metadata"]["labels"]["agentmem.io/cluster"] = "other"
+    cache.put(moved)
+    assert cache.list("StatefulSet", "ns", mine) == []
+    assert len(cache.list("StatefulSet", "ns", "agentmem.io/cluster=other")) == 1
+    cache.remove("StatefulSet", "ns", "demo-shard-0")
+    assert cache.list("StatefulSet", "ns", "agentmem.io/cluster=other") == []

@@ -91,12 +91,18 @@ def _matches(labels: dict[str, str], selector: str) -> bool:
     return True
 
 
+def _cluster(labels: dict[str, str]) -> str:
+    return labels.get(naming.LABEL_CLUSTER) or labels.get(naming.LABEL_INSTANCE) or ""
+
+
 @dataclass
 class ObjectCache:
-    """The objects of the kinds being watched, by (kind, namespace, name)."""
+    """The objects of the kinds being watched, by (kind, namespace, name), and by the
+    cluster they belong to (so a reconcile's lists do not scan every cluster's)."""
 
     on_change: OnChange | None = None
     _objects: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    _by_cluster: dict[Key, dict[str, dict[str, Any]]] = field(default_factory=dict)
     _synced: set[tuple[str, str | None]] = field(default_factory=set)
     _applied: dict[Key, tuple[str, str]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -110,16 +116,20 @@ class ObjectCache:
         )
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        with self._lock:
-            return self._objects.get((kind, namespace, name))
+        return self._objects.get((kind, namespace, name))  # one dict read: atomic
 
     def list(self, kind: str, namespace: str | None, selector: str = "") -> Objects:
+        terms = dict(t.partition("=")[::2] for t in selector.split(",") if t)
+        cluster = terms.get(naming.LABEL_CLUSTER) or terms.get(naming.LABEL_INSTANCE)
         with self._lock:
-            found = [
-                obj
-                for (k, ns, _), obj in self._objects.items()
-                if k == kind and (namespace is None or ns == namespace)
-            ]
+            if cluster and namespace is not None:
+                found = list(self._by_cluster.get((kind, namespace, cluster), {}).values())
+            else:
+                found = [
+                    obj
+                    for (k, ns, _), obj in self._objects.items()
+                    if k == kind and (namespace is None or ns == namespace)
+                ]
         return [o for o in found if _matches(o["metadata"].get("labels") or {}, selector)]
 
     def keys(self, kind: str) -> Iterator[tuple[str, str]]:
@@ -130,6 +140,20 @@ class ObjectCache:
 
     def __len__(self) -> int:
         return len(self._objects)
+
+    def _index(self, key: Key, obj: dict[str, Any] | None, old: dict[str, Any] | None) -> None:
+        """Under the lock: move ``key`` from ``old``'s cluster to ``obj``'s."""
+        kind, namespace, name = key
+        if old is not None:
+            group = (kind, namespace, _cluster(old["metadata"].get("labels") or {}))
+            members = self._by_cluster.get(group)
+            if members is not None:
+                members.pop(name, None)
+                if not members:
+                    del self._by_cluster[group]
+        if obj is not None:
+            group = (kind, namespace, _cluster(obj["metadata"].get("labels") or {}))
+            self._by_cluster.setdefault(group, {})[name] = obj
 
     # Applies that change nothing -------------------------------------------------
 
@@ -168,6 +192,7 @@ class ObjectCache:
             if current is not None and _version(current) >= _version(kept):
                 return False
             self._objects[key] = kept
+            self._index(key, kept, current)
         if notify and self.on_change is not None:
             self.on_change(kept)
         return True
@@ -177,6 +202,7 @@ class ObjectCache:
         with self._lock:
             gone = self._objects.pop(key, None)
             self._applied.pop(key, None)
+            self._index(key, None, gone)
         if gone is not None and notify and self.on_change is not None:
             self.on_change(gone)
 

@@ -46,6 +46,7 @@ class ClusterCerts:
         self.kube = kube
         self._lock = threading.Lock()
         self._contexts: dict[str, ssl.SSLContext] = {}
+        self._authorities: dict[str, Authority] = {}
 
     def ensure(self, body: dict[str, Any], cluster: AgentMemoryCluster) -> None:
         """Make the CA if missing, and issue the certificate if missing or due."""
@@ -67,7 +68,12 @@ class ClusterCerts:
         name = naming.ca_name(cluster.name)
         secret = self.kube.get("v1", "Secret", cluster.namespace, name)
         cert, key = _data(secret, "ca.crt"), _data(secret, "ca.key")
+        uid = cluster.metadata.uid
         if cert is not None and key is not None:
+            with self._lock:
+                held = self._authorities.get(uid)
+            if held is not None and held.cert_pem == cert:
+                return held  # the same CA as last time: nothing to parse again
             ca = Authority(cert, key)
         else:
             ca = Authority.create(f"agentmem {cluster.namespace}/{cluster.name} CA")
@@ -76,11 +82,12 @@ class ClusterCerts:
             if self.kube.create(new) is None:  # another reconcile made one first
                 return self._authority(body, cluster)
             log.info("made the CA of %s/%s", cluster.namespace, cluster.name)
+        context = ssl.create_default_context(cadata=ca.cert_pem.decode())
+        # Pods are reached by address: the CA is checked, the name cannot be.
+        context.check_hostname = False
         with self._lock:
-            context = ssl.create_default_context(cadata=ca.cert_pem.decode())
-            # Pods are reached by address: the CA is checked, the name cannot be.
-            context.check_hostname = False
-            self._contexts[cluster.metadata.uid] = context
+            self._contexts[uid] = context
+            self._authorities[uid] = ca
         return ca
 
     def context(self, cluster: AgentMemoryCluster) -> ssl.SSLContext | None:
