@@ -49,6 +49,9 @@ bench: $(STAMP) testenv ## Run the benchmarks (each prints a JSON line at the en
 	$(BIN)/python benchmarks/security.py
 	$(BIN)/python benchmarks/search.py
 
+operator-scale: $(STAMP) testenv ## 500 clusters under one operator on a real control plane (about 15 min); one JSON line
+	$(BIN)/python benchmarks/operator_scale.py --clusters 500
+
 chaos: $(STAMP) testenv ## 100 faults (20 of each type) under load on real pods; prints one JSON line
 	AGENTMEM_CHAOS_PER_TYPE=20 $(BIN)/pytest tests/e2e/test_chaos.py -s -q \
 	  | grep -E '^\{"faults"'

@@ -50,8 +50,13 @@ log = logging.getLogger(__name__)
 
 #: How long a topic found right is not checked again.
 TOPIC_RECHECK_SECONDS = 300.0
-#: A cluster that is rebalancing, or not ready, is reconciled again this soon.
+#: A rebalancing cluster is reconciled again this soon: its nodes are asked how
+#: far they are, which no watch tells.
 BUSY_REQUEUE_SECONDS = 2.0
+#: A cluster not ready: again this soon, for what no watch tells either (a topic
+#: checked through Kafka); its pods becoming ready are seen at once through the
+#: StatefulSets' watch.
+NOT_READY_REQUEUE_SECONDS = 10.0
 
 EventType = Literal["Normal", "Warning"]
 #: Posts a Kubernetes Event about the cluster: (body, type, reason, message).
@@ -113,35 +118,35 @@ class Reconciler:
         result = "error"
         try:
             with self._lock(f"{namespace}/{name}"):
-                busy = self._reconcile(namespace, name)
+                again = self._reconcile(namespace, name)
             result = "ok"
-            return BUSY_REQUEUE_SECONDS if busy else None
+            return again
         finally:
             METRICS.reconciles.labels(result=result).inc()
             METRICS.reconcile_seconds.observe(time.monotonic() - started)
 
     # The steps ---------------------------------------------------------------
 
-    def _reconcile(self, namespace: str, name: str) -> bool:
-        """One reconcile; True when the cluster should be looked at again soon."""
+    def _reconcile(self, namespace: str, name: str) -> float | None:
+        """One reconcile; the seconds after which to look again (None: when it changes)."""
         body = self.kube.get(naming.API_VERSION, naming.KIND, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
-            return False
+            return None
         generation = int(body["metadata"].get("generation", 0))
         try:
             cluster = AgentMemoryCluster.from_api(body)
         except InvalidClusterError as exc:
             self._report_invalid(body, generation, str(exc))
-            return False
+            return None
         if cluster.metadata.annotations.get(naming.PAUSED_ANNOTATION, "").lower() == "true":
             self._report_paused(body, cluster)
-            return False
+            return None
 
         seen = Observation()
         directory = self._read_directory(cluster, seen)
         if directory is None:
             self._write_status(body, cluster, seen, cluster.status.rebalance, None)
-            return False
+            return None
         rebalance = cluster.status.rebalance
         if rebalance is None and rb.needs_rebalance(cluster, directory):
             rebalance = rb.plan(cluster, directory, self.clock())
@@ -168,7 +173,9 @@ class Reconciler:
         self._prune(cluster, directory, existing)
         self._observe_shards(cluster, existing, seen)
         self._write_status(body, cluster, seen, rebalance, directory)
-        return rebalance is not None or seen.ready_shards < seen.shards
+        if rebalance is not None:
+            return BUSY_REQUEUE_SECONDS
+        return NOT_READY_REQUEUE_SECONDS if seen.ready_shards < seen.shards else None
 
     def _read_directory(self, cluster: AgentMemoryCluster, seen: Observation) -> Directory | None:
         """The directory to work from: the ConfigMap, or the committed epoch in status.
