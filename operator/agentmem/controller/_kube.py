@@ -248,14 +248,14 @@ class Kube:
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
         try:
             self.request("DELETE", path(api_version, kind, namespace, name), body, verb="delete")
+            deleted = True
         except KubeError as exc:
-            if exc.status == 404:
-                return False
-            raise
-        finally:
-            if self.cache is not None:
-                self.cache.remove(kind, namespace or "", name, notify=False)
-        return True
+            if exc.status != 404:
+                raise  # still there: the cache keeps it
+            deleted = False
+        if self.cache is not None:
+            self.cache.remove(kind, namespace or "", name, notify=False)
+        return deleted
 
     def patch_status(
         self, api_version: str, kind: str, namespace: str, name: str, status: dict[str, Any]
