@@ -16,8 +16,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +33,14 @@ from agentmem.controller.metrics import METRICS
 from agentmem.model import naming
 
 _HOSTNAME = socket.gethostname()
+log = logging.getLogger(__name__)
+
+#: Only the operator's own objects are watched and cached.
+MANAGED_SELECTOR = f"{naming.LABEL_MANAGED_BY}={naming.FIELD_MANAGER}"
+#: A watch asks the server to end it after this long (and starts again at once).
+WATCH_SECONDS = 290
+#: After a failed list or watch: first wait, and the longest.
+WATCH_RETRY_SECONDS = (1.0, 30.0)
 
 
 class KubeError(RuntimeError):
@@ -229,8 +239,6 @@ class Kube:
         self, api_version: str, kind: str, namespace: str | None, query: dict[str, str]
     ) -> Iterator[bytes]:
         """The lines of a watch (one JSON event each), until the server ends it."""
-        from agentmem.controller.cache import WATCH_SECONDS
-
         response = self._send(
             "GET", path(api_version, kind, namespace), None, query, "application/json",
             "application/json", "watch", timeout=(10, WATCH_SECONDS + 30),
@@ -382,3 +390,91 @@ def owned_by(obj: dict[str, Any], uid: str) -> bool:
 
 def iter_kinds() -> Iterator[str]:
     return iter(_KINDS)
+
+
+class Informer:
+    """List, then watch, one kind in one namespace (None: all), into the cache."""
+
+    def __init__(
+        self, kube: Kube, cache: ObjectCache, api_version: str, kind: str, namespace: str | None
+    ) -> None:
+        self.kube = kube
+        self.cache = cache
+        self.api_version = api_version
+        self.kind = kind
+        self.namespace = namespace
+        self._stop = threading.Event()
+        where = namespace or "all namespaces"
+        self._thread = threading.Thread(
+            target=self._run, name=f"informer {kind} in {where}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        delay = WATCH_RETRY_SECONDS[0]
+        version = ""
+        while not self._stop.is_set():
+            try:
+                if not version:
+                    version = self._list()
+                version = self._watch(version)
+                delay = WATCH_RETRY_SECONDS[0]
+                continue  # the server ended the watch: go on from where it was
+            except KubeError as exc:
+                if exc.status == 410:  # too old: list again
+                    version = ""
+                    continue
+                log.warning("watching %s failed (%s); again in %.0fs", self.kind, exc, delay)
+            except Exception:  # never let a watch thread die; list afresh
+                log.exception("watching %s failed; listing again in %.0fs", self.kind, delay)
+                version = ""
+            self._stop.wait(delay)
+            delay = min(delay * 2, WATCH_RETRY_SECONDS[1])
+
+    def _list(self) -> str:
+        items, version = self.kube.list_with_version(
+            self.api_version, self.kind, self.namespace, MANAGED_SELECTOR
+        )
+        self.cache.replace(self.kind, self.namespace, items)
+        return version
+
+    def _watch(self, version: str) -> str:
+        """Follow the watch until the server ends it; the version to go on from."""
+        for event in self._events(version):
+            kind, obj = event.get("type"), event.get("object") or {}
+            if kind == "ERROR":
+                raise KubeError(int(obj.get("code", 0)), str(obj.get("message", "")))
+            version = obj.get("metadata", {}).get("resourceVersion") or version
+            if kind == "BOOKMARK":
+                continue
+            obj.setdefault("kind", self.kind)
+            if kind == "DELETED":
+                meta = obj["metadata"]
+                self.cache.remove(self.kind, meta.get("namespace", ""), meta["name"])
+            else:
+                self.cache.put(obj)
+        return version
+
+    def _events(self, version: str) -> Iterator[dict[str, Any]]:
+        query = {
+            "watch": "true",
+            "labelSelector": MANAGED_SELECTOR,
+            "resourceVersion": version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(WATCH_SECONDS),
+        }
+        started = time.monotonic()
+        for line in self.kube.stream(self.api_version, self.kind, self.namespace, query):
+            if self._stop.is_set():
+                return
+            yield json.loads(line)
+        if time.monotonic() - started < 1:
+            self._stop.wait(1)  # a watch the server ended at once: do not spin

@@ -1,9 +1,10 @@
 """What the API server holds of the operator's children, kept current by watches.
 
-One informer per kind (and per watched namespace) lists the objects labelled
+One informer per kind (and per watched namespace; :class:`Informer` in
+``_kube``) lists the objects labelled
 ``app.kubernetes.io/managed-by=agentmem-operator`` and then follows a watch of
-them, so a reconcile reads its children from memory instead of asking the API
-server. The operator's own writes go into the cache at once (the object the
+them into this cache, so a reconcile reads its children from memory instead of
+asking the API server. The operator's own writes go into the cache at once (the object the
 server answered), so a reconcile reads what it just wrote; a watch event never
 replaces an entry with an older ``resourceVersion``.
 
@@ -21,30 +22,16 @@ object, which the work queue turns into a reconcile of its cluster.
 from __future__ import annotations
 
 import json
-import logging
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agentmem.model import naming
-
-if TYPE_CHECKING:
-    from agentmem.controller._kube import Kube
-
-log = logging.getLogger(__name__)
 
 Key = tuple[str, str, str]  # kind, namespace, name
 Objects = list[dict[str, Any]]
 OnChange = Callable[[dict[str, Any]], None]
-
-#: Only the operator's own objects are cached.
-MANAGED_SELECTOR = f"{naming.LABEL_MANAGED_BY}={naming.FIELD_MANAGER}"
-#: A watch asks the server to end it after this long (and starts again at once).
-WATCH_SECONDS = 290
-#: After a failed list or watch: first wait, and the longest.
-RETRY_SECONDS = (1.0, 30.0)
 
 
 def _version(obj: dict[str, Any]) -> int:
@@ -225,96 +212,3 @@ class ObjectCache:
             self.remove(*key)
         with self._lock:
             self._synced.add((kind, namespace))
-
-
-class Informer:
-    """List, then watch, one kind in one namespace (None: all), into the cache."""
-
-    def __init__(
-        self, kube: Kube, cache: ObjectCache, api_version: str, kind: str, namespace: str | None
-    ) -> None:
-        self.kube = kube
-        self.cache = cache
-        self.api_version = api_version
-        self.kind = kind
-        self.namespace = namespace
-        self._stop = threading.Event()
-        where = namespace or "all namespaces"
-        self._thread = threading.Thread(
-            target=self._run, name=f"informer {kind} in {where}", daemon=True
-        )
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def _run(self) -> None:
-        from agentmem.controller._kube import KubeError
-
-        delay = RETRY_SECONDS[0]
-        version = ""
-        while not self._stop.is_set():
-            try:
-                if not version:
-                    version = self._list()
-                version = self._watch(version)
-                delay = RETRY_SECONDS[0]
-            except KubeError as exc:
-                if exc.status == 410:  # too old: list again
-                    version = ""
-                    continue
-                log.warning("watching %s failed (%s); again in %.0fs", self.kind, exc, delay)
-                self._stop.wait(delay)
-                delay = min(delay * 2, RETRY_SECONDS[1])
-            except Exception:  # never let a watch thread die
-                log.exception("watching %s failed; listing again in %.0fs", self.kind, delay)
-                version = ""
-                self._stop.wait(delay)
-                delay = min(delay * 2, RETRY_SECONDS[1])
-
-    def _list(self) -> str:
-        items, version = self.kube.list_with_version(
-            self.api_version, self.kind, self.namespace, MANAGED_SELECTOR
-        )
-        self.cache.replace(self.kind, self.namespace, items)
-        return version
-
-    def _watch(self, version: str) -> str:
-        """Follow the watch until the server ends it; the version to go on from."""
-        for event in self._events(version):
-            kind, obj = event.get("type"), event.get("object") or {}
-            if kind == "ERROR":
-                from agentmem.controller._kube import KubeError
-
-                raise KubeError(int(obj.get("code", 0)), str(obj.get("message", "")))
-            version = obj.get("metadata", {}).get("resourceVersion") or version
-            if kind == "BOOKMARK":
-                continue
-            obj.setdefault("kind", self.kind)
-            if kind == "DELETED":
-                meta = obj["metadata"]
-                self.cache.remove(self.kind, meta.get("namespace", ""), meta["name"])
-            else:
-                self.cache.put(obj)
-        return version
-
-    def _events(self, version: str) -> Iterator[dict[str, Any]]:
-        query = {
-            "watch": "true",
-            "labelSelector": MANAGED_SELECTOR,
-            "resourceVersion": version,
-            "allowWatchBookmarks": "true",
-            "timeoutSeconds": str(WATCH_SECONDS),
-        }
-        started = time.monotonic()
-        for line in self.kube.stream(self.api_version, self.kind, self.namespace, query):
-            if self._stop.is_set():
-                return
-            yield json.loads(line)
-        if time.monotonic() - started < 1:
-            self._stop.wait(1)  # a watch the server ended at once: do not spin

@@ -25,8 +25,8 @@ from typing import Any, cast
 
 import kopf
 
-from agentmem.controller._kube import Kube, KubeError
-from agentmem.controller.cache import Informer, ObjectCache
+from agentmem.controller._kube import Informer, Kube, KubeError
+from agentmem.controller.cache import ObjectCache
 from agentmem.controller.metrics import METRICS
 from agentmem.controller.queue import WorkQueue
 from agentmem.controller.reconcile import EventType, Reconciler, now_rfc3339
@@ -61,7 +61,7 @@ class Controller:
     def __init__(self, settings: Settings, kube: Kube | None = None) -> None:
         self.settings = settings
         self.cache = ObjectCache(on_change=self._changed)
-        self.kube = kube or Kube(cache=self.cache)
+        self.kube = kube or Kube()
         self.kube.cache = self.cache
 
         def emit(body: dict[str, Any], type_: EventType, reason: str, message: str) -> None:

@@ -74,10 +74,6 @@ class WorkQueue:
         """True unless a started worker died (before start: nothing to have died)."""
         return not self._started or all(t.is_alive() for t in self._threads)
 
-    def __len__(self) -> int:
-        with self._cond:
-            return len(self._ready)
-
     def waiting(self) -> int:
         """Keys queued or waiting for their time (for tests and the metric)."""
         with self._cond:

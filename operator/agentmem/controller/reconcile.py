@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -89,7 +88,7 @@ class Observation:
 
 
 class Reconciler:
-    """Reconciles clusters; one lock per cluster serializes handlers and timers."""
+    """Reconciles clusters (the work queue gives a cluster to one thread at a time)."""
 
     def __init__(
         self,
@@ -104,21 +103,14 @@ class Reconciler:
         self.probe = probe or HttpProbe()
         self.auth = ClusterAuth(kube)
         self.certs = ClusterCerts(kube)
-        self._locks: dict[str, threading.Lock] = {}
         self._topics_ok: dict[tuple[str, str, int], float] = {}
-        self._locks_guard = threading.Lock()
-
-    def _lock(self, key: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault(key, threading.Lock())
 
     def reconcile(self, namespace: str, name: str) -> float | None:
         """Reconcile one cluster; the seconds after which to look again, if soon."""
         started = time.monotonic()
         result = "error"
         try:
-            with self._lock(f"{namespace}/{name}"):
-                again = self._reconcile(namespace, name)
+            again = self._reconcile(namespace, name)
             result = "ok"
             return again
         finally:
