@@ -86,9 +86,12 @@ def test_projected_service_account_tokens_of_the_real_api_server(
     doc = wait_until("the auth ConfigMap with the API server's issuer", published)
     assert doc["audience"] == f"agentmem.io/{ns}/demo"
     assert {"namespace": ns, **grants[0]} in doc["serviceAccounts"]
-    # The nodes and the router mount it and are told where it is.
-    sts = kubectl.get("statefulset", naming.shard_name("demo", 0), ns)
-    assert sts is not None
+    # The nodes and the router mount it and are told where it is. (The ConfigMap is
+    # published before the pods that mount it: the StatefulSet may follow a moment later.)
+    sts = wait_until(
+        "the first StatefulSet",
+        lambda: kubectl.get("statefulset", naming.shard_name("demo", 0), ns),
+    )
     pod = sts["spec"]["template"]["spec"]
     assert any(v.get("configMap", {}).get("name") == "demo-auth" for v in pod["volumes"])
     env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
