@@ -185,6 +185,7 @@ class Operator:
             **os.environ,
             "KUBECONFIG": str(self.plane.kubeconfig),
             "AGENTMEM_RESYNC_SECONDS": "1",
+            "AGENTMEM_LAG_SECONDS": "1",
         }
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(

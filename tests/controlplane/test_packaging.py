@@ -186,7 +186,6 @@ RARE_PATHS: dict[Permission, str] = {
     ("kafka.strimzi.io", "kafkatopics", "create"): "Strimzi is not installed here",
     ("kafka.strimzi.io", "kafkatopics", "patch"): "Strimzi is not installed here",
     ("", "secrets", "patch"): "the certificate is renewed 30 days before it expires",
-    ("", "pods", "list"): "the warm-up handshake of a rebalance",
     # Reads by name: the watches answer them, except before their first list, after
     # a create that conflicted, and for a cluster the watch no longer holds.
     ("", "configmaps", "get"): "read by name only when the watch cannot answer",

@@ -1,7 +1,8 @@
 """A real Prometheus scrapes real memory nodes, the router and the operator, and
 evaluates the cluster's alert rules: a node whose applier is stalled raises
-``AgentMemEventLagHigh`` for its pod, and only for it; it clears once the node
-catches up.
+``AgentMemEventLagHigh`` for its pod, and only for it, and the cluster's status
+(``kubectl get amc``'s Lag column) says the nodes are behind; both clear once the
+node catches up.
 
 The scrape job is what the Prometheus Operator makes of the ServiceMonitor the
 operator builds (see tests/prometheus.py), with the token and CA of the Secrets
@@ -60,6 +61,11 @@ def _firing(prom: PrometheusServer, ns: str) -> dict[str, set[str]]:
                 alert["labels"].get("pod", "")
             )
     return found
+
+
+def _event_lag(e2e: Env, ns: str) -> str:
+    obj = e2e.plane.kubectl.get("amc", "demo", ns) or {}
+    return str((obj.get("status") or {}).get("eventLag", ""))
 
 
 def _redis(e2e: Env, ns: str, pod: str, *command: str) -> None:
@@ -135,6 +141,10 @@ def _scrape_and_alert(e2e: Env, ns: str, prom: PrometheusServer) -> None:
         assert rule["state"] == "inactive", (rule["name"], rule["alerts"])
     time.sleep(4)  # longer than FOR: a pending alert would be firing now
     assert _firing(prom, ns) == {}
+    # The operator asks the nodes too (every second here): `kubectl get amc` says so.
+    eventually("status.eventLag <1s", lambda: _event_lag(e2e, ns) == "<1s", timeout=30)
+    table = e2e.plane.kubectl.run("get", "amc", "demo", "-n", ns).stdout.split("\n")
+    assert dict(zip(table[0].split(), table[1].split(), strict=True))["LAG"] == "<1s", table
 
     # Redis of one node pauses writes (CLIENT PAUSE WRITE: reads and PING still
     # answer, so the kubelet's probes keep it; /metrics still serves). Writes reach
@@ -150,13 +160,18 @@ def _scrape_and_alert(e2e: Env, ns: str, prom: PrometheusServer) -> None:
             timeout=90,
         )
         assert firing[ALERT] == {stalled}, firing
-        behind = prom.query(f'{naming.METRIC_EVENT_LAG_MESSAGES}{{{sel},pod="{stalled}"}} > 0')
-        assert behind, "the stalled pod reports no events behind"
+        behind = (">1s", ">10s", ">1m")
+        eventually("status.eventLag behind", lambda: _event_lag(e2e, ns) in behind, timeout=30)
+        behind_events = prom.query(
+            f'{naming.METRIC_EVENT_LAG_MESSAGES}{{{sel},pod="{stalled}"}} > 0'
+        )
+        assert behind_events, "the stalled pod reports no events behind"
     finally:
         _redis(e2e, ns, stalled, "client", "unpause")
 
     # The node applies what waited: the alert clears, nothing acknowledged is lost.
     eventually(f"{ALERT} resolved", lambda: ALERT not in _firing(prom, ns), timeout=120)
+    eventually("status.eventLag <1s again", lambda: _event_lag(e2e, ns) == "<1s", timeout=30)
     for i in range(20):
         url = f"{base}/v1/tenants/acme/agents/a{i}/keys/k?consistency=strong"
         status, body = http("GET", url, token=token, context=tls)

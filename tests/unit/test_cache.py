@@ -112,3 +112,42 @@ def test_a_clusters_lists_come_from_its_own_objects_and_follow_label_changes() -
     assert len(cache.list("StatefulSet", "ns", "agentmem.io/cluster=other")) == 1
     cache.remove("StatefulSet", "ns", "demo-shard-0")
     assert cache.list("StatefulSet", "ns", "agentmem.io/cluster=other") == []
+
+
+def pod(rv: int, ip: str | None, phase: str = "Running", probed: str = "t0") -> dict[str, Any]:
+    status: dict[str, Any] = {
+        "phase": phase,
+        "conditions": [{"type": "Ready", "status": "True", "lastProbeTime": probed}],
+        "containerStatuses": [{"name": "memory-node", "ready": True}],
+    }
+    if ip is not None:
+        status["podIP"] = ip
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "demo-shard-0-0",
+            "namespace": "ns",
+            "resourceVersion": str(rv),
+            "labels": {"agentmem.io/cluster": "demo"},
+        },
+        "spec": {"containers": [{"name": "memory-node", "image": "x" * 1000}]},
+        "status": status,
+    }
+
+
+def test_pods_are_kept_as_name_phase_and_address_and_only_those_changes_count() -> None:
+    kept = strip(pod(1, "10.0.0.7"))
+    assert "spec" not in kept and kept["status"] == {"phase": "Running", "podIP": "10.0.0.7"}
+    changes: list[dict[str, Any]] = []
+    cache = ObjectCache(on_change=changes.append)
+    cache.put(pod(1, None, phase="Pending"))
+    cache.put(pod(2, None, phase="Pending", probed="t1"))  # nothing the cache keeps changed
+    cache.put(pod(3, "10.0.0.7"))
+    cache.put(pod(4, "10.0.0.7", probed="t2"))
+    assert [c["status"] for c in changes] == [
+        {"phase": "Pending"},
+        {"phase": "Running", "podIP": "10.0.0.7"},
+    ]
+    held = cache.get("Pod", "ns", "demo-shard-0-0")
+    assert held is not None and held["metadata"]["resourceVersion"] == "4"  # kept current

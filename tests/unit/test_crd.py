@@ -95,6 +95,7 @@ def test_subresources_and_columns() -> None:
         "Desired": ".spec.shards",
         "Epoch": ".status.directoryEpoch",
         "Phase": ".status.phase",
+        "Lag": ".status.eventLag",
         "Age": ".metadata.creationTimestamp",
     }
     assert custom_resource_definition()["spec"]["names"]["shortNames"] == ["amc"]

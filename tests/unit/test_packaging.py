@@ -291,8 +291,8 @@ def test_rbac_is_least_privilege() -> None:
             # Listed and watched only with the operator's label (its own Secrets),
             # which RBAC cannot express: said in docs/install.md.
             assert rule["verbs"] == ["get", "list", "watch", "create", "patch"], rule
-        if "pods" in rule["resources"]:  # listed for the warm-up handshake, nothing more
-            assert rule["resources"] == ["pods"] and rule["verbs"] == ["list"], rule
+        if "pods" in rule["resources"]:  # read to ask the nodes how far they are, no more
+            assert rule["resources"] == ["pods"] and rule["verbs"] == ["list", "watch"], rule
         risky = {"escalate", "bind", "impersonate", "update", "deletecollection"}
         if rule["resources"] == ["agentmemoryclusters/finalizers"]:
             risky -= {"update"}  # for blockOwnerDeletion, see the chart's _helpers.tpl

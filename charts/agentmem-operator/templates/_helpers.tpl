@@ -111,11 +111,12 @@ certificate Secret it renews. Nothing else: no update or deletecollection.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
-# The memory-node and router pods are listed to ask each, by its address, how far it
-# is (the warm-up handshake of a rebalance, and the epoch before a shard retires).
+# The memory-node and router pods (only the operator's, by label) are watched to ask
+# each, by its address, how far it is: the warm-up handshake of a rebalance, the
+# epoch before a shard retires, and the event lag in status.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list"]
+  verbs: ["list", "watch"]
 # Shard StatefulSets (watched for pod readiness): applied, deleted.
 - apiGroups: ["apps"]
   resources: ["statefulsets"]

@@ -10,13 +10,16 @@ replaces an entry with an older ``resourceVersion``.
 
 Kept of each object: everything but ``managedFields``, and of a workload's
 spec (StatefulSet, Deployment) only ``replicas``: the pod template is the
-operator's own, and large. The reconciler reads labels, owners, status and
+operator's own, and large. Of a Pod (the StatefulSets' and Deployments' pods carry
+the label too) only its metadata, phase and address: the operator asks each pod
+how far it is, at its address. The reconciler reads labels, owners, status and
 data; this keeps them at a fraction of the memory.
 
 A kind whose informer has not listed yet is not *served*: :class:`Kube` then
 asks the API server, as it would without a cache. Any change an informer sees
-(not an echo of the operator's own write) is passed to ``on_change`` with the
-object, which the work queue turns into a reconcile of its cluster.
+(not an echo of the operator's own write, nor an event that changed nothing the
+cache keeps, such as a Pod's probe timestamps) is passed to ``on_change`` with
+the object, which the work queue turns into a reconcile of its cluster.
 """
 
 from __future__ import annotations
@@ -50,7 +53,20 @@ def strip(obj: dict[str, Any]) -> dict[str, Any]:
     spec = obj.get("spec")
     if obj.get("kind") in WORKLOADS and isinstance(spec, dict):
         out["spec"] = {"replicas": spec["replicas"]} if "replicas" in spec else {}
+    elif obj.get("kind") == "Pod":
+        status = obj.get("status") or {}
+        out.pop("spec", None)
+        out["status"] = {k: status[k] for k in ("phase", "podIP") if k in status}
     return out
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two kept versions of an object differ only in their resourceVersion."""
+    meta_a = {k: v for k, v in a["metadata"].items() if k != "resourceVersion"}
+    meta_b = {k: v for k, v in b["metadata"].items() if k != "resourceVersion"}
+    return meta_a == meta_b and {k: v for k, v in a.items() if k != "metadata"} == {
+        k: v for k, v in b.items() if k != "metadata"
+    }
 
 
 def fingerprint(obj: dict[str, Any]) -> str:
@@ -180,6 +196,8 @@ class ObjectCache:
                 return False
             self._objects[key] = kept
             self._index(key, kept, current)
+        if current is not None and _same(current, kept):
+            return False
         if notify and self.on_change is not None:
             self.on_change(kept)
         return True

@@ -46,6 +46,7 @@ WATCHED: tuple[tuple[str, str], ...] = (
     ("apps/v1", "Deployment"),
     ("policy/v1", "PodDisruptionBudget"),
     ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("v1", "Pod"),
     (MONITORING_API, "ServiceMonitor"),
     (MONITORING_API, "PrometheusRule"),
 )
@@ -70,7 +71,7 @@ class Controller:
             except KubeError as exc:  # an event is best effort
                 log.warning("could not record event %s: %s", reason, exc)
 
-        self.reconciler = Reconciler(self.kube, emit)
+        self.reconciler = Reconciler(self.kube, emit, lag_seconds=settings.lag_seconds)
         self.queue = WorkQueue(self._reconcile, settings.workers)
         self.informers: list[Informer] = []
         self._stop = threading.Event()

@@ -1,10 +1,10 @@
 """Asking memory nodes and routers how far they are: the operator's side of the
 warm-up handshake.
 
-The operator lists the pods through the Kubernetes API and asks each one, at
-its pod address, for ``/v1/status`` (nodes) or ``/readyz`` (routers). A
-StatefulSet being Ready says little here: a node is ready for the partitions it
-owns, not for those it is warming up.
+The operator lists the pods (from its watch of them) and asks each one, at its
+pod address, for ``/v1/status`` (nodes) or ``/readyz`` (routers). A StatefulSet
+being Ready says little here: a node is ready for the partitions it owns, not for
+those it is warming up. The same answers give the event lag shown in status.
 """
 
 from __future__ import annotations
@@ -157,3 +157,35 @@ def epoch_reasons(
         if (answer.get("epoch") or 0) < epoch:
             reasons.append(f"pod {pod.name} follows epoch {answer.get('epoch')}, not {epoch}")
     return reasons
+
+
+#: The steps of the event lag in status, largest first (seconds, text): status shows
+#: the step the lag is in, so it changes when the lag crosses one, not whenever
+#: it moves (each change is a write to the API server).
+LAG_STEPS = ((3600.0, ">1h"), (600.0, ">10m"), (60.0, ">1m"), (10.0, ">10s"), (1.0, ">1s"))
+CAUGHT_UP = "<1s"
+LAG_UNKNOWN = "Unknown"
+
+
+def lag_step(seconds: float) -> str:
+    """The step of ``LAG_STEPS`` that ``seconds`` of lag is in."""
+    return next((text for floor, text in LAG_STEPS if seconds > floor), CAUGHT_UP)
+
+
+def event_lag(probe: Probe, pods: list[PodView], credentials: Credentials = NO_CREDENTIALS) -> str:
+    """How far the memory nodes are behind the log: the step of the largest lag of a
+    partition a node owns (the age of its oldest event not applied yet); Unknown
+    when a running node does not answer, or none runs."""
+    worst, answered = 0.0, False
+    for pod in pods:
+        if pod.address is None or pod.phase != "Running":
+            continue
+        try:
+            status = probe.get(pod.address, "/v1/status", credentials)
+        except ProbeError:
+            return LAG_UNKNOWN
+        answered = True
+        for state in (status.get("partitions") or {}).values():
+            if state.get("owned"):
+                worst = max(worst, float(state.get("lag_seconds") or 0.0))
+    return lag_step(worst) if answered else LAG_UNKNOWN

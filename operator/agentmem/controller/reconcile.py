@@ -29,6 +29,7 @@ from agentmem.controller.nodes import (
     PodView,
     Probe,
     epoch_reasons,
+    event_lag,
     warm_reasons,
 )
 from agentmem.directory import Directory, DirectoryError, Move
@@ -85,6 +86,7 @@ class Observation:
     shards: int = 0
     degraded: list[tuple[str, str]] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)
+    event_lag: str | None = None  # None: not asked this time (status keeps its value)
 
 
 class Reconciler:
@@ -96,11 +98,14 @@ class Reconciler:
         emit: Emit,
         clock: Callable[[], str] = now_rfc3339,
         probe: Probe | None = None,
+        lag_seconds: float = 0.0,
     ) -> None:
         self.kube = kube
         self.emit = emit
         self.clock = clock
         self.probe = probe or HttpProbe()
+        self.lag_seconds = lag_seconds  # 0: status.eventLag is not kept
+        self._lag_asked: dict[tuple[str, str], float] = {}  # when a cluster's nodes were asked
         self.auth = ClusterAuth(kube)
         self.certs = ClusterCerts(kube)
         self._topics_ok: dict[tuple[str, str, int], float] = {}
@@ -123,6 +128,7 @@ class Reconciler:
         """One reconcile; the seconds after which to look again (None: when it changes)."""
         body = self.kube.get(naming.API_VERSION, naming.KIND, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
+            self._lag_asked.pop((namespace, name), None)
             return None
         generation = int(body["metadata"].get("generation", 0))
         try:
@@ -164,6 +170,7 @@ class Reconciler:
         existing = self._existing_shards(directory, rebalance)
         self._prune(cluster, directory, existing)
         self._observe_shards(cluster, existing, seen)
+        self._observe_lag(cluster, seen)
         self._write_status(body, cluster, seen, rebalance, directory)
         if rebalance is not None:
             return BUSY_REQUEUE_SECONDS
@@ -529,6 +536,17 @@ class Reconciler:
             self.probe, routers, epoch, True, Credentials(context=credentials.context)
         )
 
+    def _observe_lag(self, cluster: AgentMemoryCluster, seen: Observation) -> None:
+        """Ask the nodes how far behind the log they are, at most every lag_seconds."""
+        key = (cluster.namespace, cluster.name)
+        if not self.lag_seconds or time.monotonic() - self._lag_asked.get(key, -1e9) < (
+            self.lag_seconds
+        ):
+            return
+        self._lag_asked[key] = time.monotonic()
+        nodes = self._pods(cluster, naming.selector_labels(cluster.name, naming.COMPONENT_NODE))
+        seen.event_lag = event_lag(self.probe, nodes, self._credentials(cluster))
+
     def _credentials(self, cluster: AgentMemoryCluster) -> Credentials:
         return Credentials(self.auth.token(cluster), self.certs.context(cluster))
 
@@ -655,6 +673,7 @@ class Reconciler:
             conditions=conds,
             rebalance=reb,
             last_rebalance=old.last_rebalance,
+            event_lag=seen.event_lag if seen.event_lag is not None else old.event_lag,
         )
         self._patch(body, status, transitions=_transitions(old, status))
 

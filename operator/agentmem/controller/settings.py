@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 
 
-def _env_float(name: str, default: float) -> float:
+def _env_float(name: str, default: float, zero: bool = False) -> float:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -14,8 +14,8 @@ def _env_float(name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise SystemExit(f"{name}={raw!r} is not a number of seconds") from None
-    if value <= 0:
-        raise SystemExit(f"{name} must be positive, got {raw!r}")
+    if value < 0 or (value == 0 and not zero):
+        raise SystemExit(f"{name} must be {'0 or more' if zero else 'positive'}, got {raw!r}")
     return value
 
 
@@ -26,11 +26,15 @@ class Settings:
     ``AGENTMEM_RESYNC_SECONDS``: how often every cluster is reconciled even when
     nothing changed (restores hand-edited children, refreshes status). Default 30.
     ``AGENTMEM_WORKERS``: threads for reconciles. Default 4.
+    ``AGENTMEM_LAG_SECONDS``: at most how often a reconcile asks a cluster's nodes how
+    far behind the log they are, for ``status.eventLag`` (a request to each node pod,
+    none to the API server). Default 30; 0 turns it off.
     """
 
     namespaces: tuple[str, ...] = ()
     resync_seconds: float = 30.0
     workers: int = 4
+    lag_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, namespaces: tuple[str, ...] = ()) -> Settings:
@@ -38,4 +42,5 @@ class Settings:
             namespaces=namespaces,
             resync_seconds=_env_float("AGENTMEM_RESYNC_SECONDS", 30.0),
             workers=int(_env_float("AGENTMEM_WORKERS", 4)),
+            lag_seconds=_env_float("AGENTMEM_LAG_SECONDS", 30.0, zero=True),
         )

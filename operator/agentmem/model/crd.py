@@ -78,6 +78,8 @@ def _printer_columns() -> list[dict[str, Any]]:
          "description": "Committed directory epoch."},
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase",
          "description": "Summary of the conditions."},
+        {"name": "Lag", "type": "string", "jsonPath": ".status.eventLag",
+         "description": "How far the memory nodes are behind the event log."},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]  # fmt: skip
 

@@ -101,6 +101,17 @@ class AgentMemoryClusterStatus(Model):
             "no spec.store, the event log is the state and is never truncated."
         ),
     )
+    event_lag: str = Field(
+        "",
+        max_length=16,
+        description=(
+            "How far the memory nodes are behind the event log, in steps: <1s, >1s, >10s, "
+            ">1m, >10m, >1h (the largest lag of a partition a node owns: the age of its "
+            "oldest event not applied yet), or Unknown when a running node does not answer. "
+            "Checked every AGENTMEM_LAG_SECONDS of the operator; Prometheus has it per "
+            "partition."
+        ),
+    )
     conditions: list[Condition] = Field(
         default_factory=list,
         description="Ready, Progressing, Degraded and Rebalancing.",
