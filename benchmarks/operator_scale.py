@@ -215,6 +215,13 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=120)
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose operator runs")
+    parser.add_argument(
+        "--pod-net",
+        default="127.244",
+        help="first two octets of the kwok pods' addresses (127.244, loopback, as in the "
+        "tests; the EndpointSlice controller rejects loopback addresses and retries each "
+        "Service, which costs the control plane CPU: 10.244 measures without that)",
+    )
     parser.add_argument("--run-operator", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run_operator is not None:
@@ -224,6 +231,7 @@ def main() -> None:
     from tests.controlplane.conftest import control_plane
     from tests.net import free_port
 
+    os.environ["AGENTMEM_KWOK_POD_NET"] = args.pod_net  # read by testenv/controlplane.sh
     n = args.clusters
     nodes = max(6, (n * (args.scale_to + 1)) // 80 + 2)
     tree = args.tree.resolve()
@@ -323,6 +331,7 @@ def main() -> None:
         "scaled_to": args.scale_to,
         "revision": revision,
         "kwok_nodes": nodes,
+        "pod_net": args.pod_net,
         "all_ready_s": round(ready_s, 1),
         "pods_ready_s": round(pods_s, 1),
         "all_scaled_ready_s": round(scaled_s, 1),

@@ -21,7 +21,10 @@
 #
 # Env: AGENTMEM_TESTENV_CACHE (see build.sh), AGENTMEM_NODES (default 6; 0 for
 #      none, when real kubelets join),
-#      AGENTMEM_UP_TIMEOUT seconds (default 120).
+#      AGENTMEM_UP_TIMEOUT seconds (default 120),
+#      AGENTMEM_KWOK_POD_NET the first two octets of the fake pods' addresses
+#      (default 127.244: loopback, see below; the scale benchmark uses 10.244,
+#      since the EndpointSlice controller rejects loopback addresses and retries).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -247,7 +250,7 @@ POLICY
   start_proc kube-scheduler "${AGENTMEM_KUBE_SCHEDULER}" \
     --kubeconfig="${kubeconfig}" --authentication-kubeconfig="${kubeconfig}" --authorization-kubeconfig="${kubeconfig}" \
     --secure-port=0 --leader-elect=false --v=0
-  local stage_args=() f
+  local stage_args=() f pod_net="${AGENTMEM_KWOK_POD_NET:-127.244}"
   # upstream node/pod stages (copied from the kwok module by build.sh) + ours
   # for fake volume provisioning (testenv/kwok-stages)
   for f in "${AGENTMEM_KWOK_STAGES_DIR}"/*.yaml "${HERE}/kwok-stages/pvc-provision.yaml" \
@@ -257,7 +260,7 @@ POLICY
     --manage-all-nodes=false \
     --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
     --node-lease-duration-seconds=40 \
-    --cidr=127.244.0.0/16 --node-ip=127.255.0.1 \
+    --cidr="${pod_net}.0.0/16" --node-ip=127.255.0.1 \
     "${stage_args[@]}"
   log "kube-controller-manager, kube-scheduler, kwok started"
 
@@ -288,8 +291,8 @@ metadata:
     topology.kubernetes.io/region: region-1
     topology.kubernetes.io/zone: ${zone}
 spec:
-  podCIDR: 127.244.${i}.0/24
-  podCIDRs: [127.244.${i}.0/24]
+  podCIDR: ${pod_net}.${i}.0/24
+  podCIDRs: [${pod_net}.${i}.0/24]
 status:
   addresses: [{type: InternalIP, address: 127.255.0.$(( i + 1 ))}, {type: Hostname, address: ${name}}]
   allocatable: {cpu: "32", memory: 256Gi, pods: "110", ephemeral-storage: 1Ti}
