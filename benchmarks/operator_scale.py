@@ -222,6 +222,13 @@ def main() -> None:
         "tests; the EndpointSlice controller rejects loopback addresses and retries each "
         "Service, which costs the control plane CPU: 10.244 measures without that)",
     )
+    parser.add_argument(
+        "--kcm-qps",
+        type=int,
+        default=20,
+        help="the controller manager's API requests per second (20, its default, throttles "
+        "the StatefulSet, ReplicaSet and EndpointSlice controllers at this scale)",
+    )
     parser.add_argument("--run-operator", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run_operator is not None:
@@ -232,6 +239,8 @@ def main() -> None:
     from tests.net import free_port
 
     os.environ["AGENTMEM_KWOK_POD_NET"] = args.pod_net  # read by testenv/controlplane.sh
+    if args.kcm_qps != 20:
+        os.environ["AGENTMEM_KCM_QPS"] = str(args.kcm_qps)
     n = args.clusters
     nodes = max(6, (n * (args.scale_to + 1)) // 80 + 2)
     tree = args.tree.resolve()
@@ -332,6 +341,7 @@ def main() -> None:
         "revision": revision,
         "kwok_nodes": nodes,
         "pod_net": args.pod_net,
+        "kcm_qps": args.kcm_qps,
         "all_ready_s": round(ready_s, 1),
         "pods_ready_s": round(pods_s, 1),
         "all_scaled_ready_s": round(scaled_s, 1),

@@ -23,8 +23,10 @@
 #      none, when real kubelets join),
 #      AGENTMEM_UP_TIMEOUT seconds (default 120),
 #      AGENTMEM_KWOK_POD_NET the first two octets of the fake pods' addresses
-#      (default 127.244: loopback, see below; the scale benchmark uses 10.244,
-#      since the EndpointSlice controller rejects loopback addresses and retries).
+#      (default 127.244: loopback, see below; the EndpointSlice controller rejects
+#      loopback addresses and retries),
+#      AGENTMEM_KCM_QPS the controller manager's requests per second to the API
+#      server (unset: its defaults, 20 and a burst of 30; set: a burst of twice it).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -246,6 +248,7 @@ POLICY
     --service-account-private-key-file="${pki}/sa.key" --root-ca-file="${pki}/ca.crt" \
     --use-service-account-credentials=false \
     --service-cluster-ip-range=10.96.0.0/16 --allocate-node-cidrs=false \
+    ${AGENTMEM_KCM_QPS:+--kube-api-qps="${AGENTMEM_KCM_QPS}" --kube-api-burst="$(( AGENTMEM_KCM_QPS * 2 ))"} \
     --concurrent-gc-syncs=20 --v=0
   start_proc kube-scheduler "${AGENTMEM_KUBE_SCHEDULER}" \
     --kubeconfig="${kubeconfig}" --authentication-kubeconfig="${kubeconfig}" --authorization-kubeconfig="${kubeconfig}" \
