@@ -172,10 +172,13 @@ def namespace(controlplane: ControlPlane, request: pytest.FixtureRequest) -> Ite
 class Operator:
     """`agentmem operator` as a real process, watching one namespace."""
 
-    def __init__(self, plane: ControlPlane, namespace: str, log: Path) -> None:
+    def __init__(
+        self, plane: ControlPlane, namespace: str, log: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.plane = plane
         self.namespace = namespace
         self.log = log
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.liveness_port = free_port()
         self.metrics_port = free_port()
@@ -186,6 +189,7 @@ class Operator:
             "KUBECONFIG": str(self.plane.kubeconfig),
             "AGENTMEM_RESYNC_SECONDS": "1",
             "AGENTMEM_LAG_SECONDS": "1",
+            **self.env,
         }
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(

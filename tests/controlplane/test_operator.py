@@ -486,3 +486,59 @@ def _valid_directory(kubectl: Kubectl, ns: str) -> Directory | None:
         return directory(kubectl, ns)
     except ValueError:
         return None
+
+
+def _stand_in_crd(kind: str, plural: str) -> dict[str, Any]:
+    """A CRD of the Prometheus Operator's API group with an open schema: a stand-in for
+    its own CRDs (not part of this test environment) that serves the same kind."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.monitoring.coreos.com"},
+        "spec": {
+            "group": "monitoring.coreos.com",
+            "scope": "Namespaced",
+            "names": {"kind": kind, "plural": plural, "singular": kind.lower(),
+                      "listKind": f"{kind}List"},
+            "versions": [{"name": "v1", "served": True, "storage": True, "schema": {
+                "openAPIV3Schema": {"type": "object",
+                                    "x-kubernetes-preserve-unknown-fields": True}}}],
+        },
+    }  # fmt: skip
+
+
+def test_an_api_installed_after_the_operator_started_is_used_without_a_restart(
+    controlplane: ControlPlane, namespace: str, tmp_path: Any
+) -> None:
+    """The Prometheus Operator installed after agentmem's: the operator looks again
+    for the APIs it did not find (every second here, 5 minutes by default), creates
+    the ServiceMonitor and PrometheusRule, and watches them (one deleted comes back)."""
+    kubectl, ns = controlplane.kubectl, namespace
+    op = Operator(
+        controlplane, ns, tmp_path / "operator.log", env={"AGENTMEM_DISCOVERY_SECONDS": "1"}
+    ).start()
+    crds = [
+        _stand_in_crd("ServiceMonitor", "servicemonitors"),
+        _stand_in_crd("PrometheusRule", "prometheusrules"),
+    ]
+    try:
+        kubectl.apply([cluster()], ns)
+        wait_ready(kubectl, ns)
+        assert kubectl.run("get", "servicemonitors", "-n", ns, check=False).returncode != 0
+        kubectl.run("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                          "items": crds}))  # fmt: skip
+        for kind in ("servicemonitor", "prometheusrule"):
+            wait_until(f"the {kind}", lambda k=kind: kubectl.get(k, "demo", ns), timeout=60)
+        monitor = kubectl.get("servicemonitor", "demo", ns)
+        assert monitor is not None and monitor["spec"]["endpoints"][0]["port"] == "http"
+        kubectl.run("delete", "servicemonitor", "demo", "-n", ns)
+        wait_until("the ServiceMonitor back", lambda: kubectl.get("servicemonitor", "demo", ns))
+        assert "now served: monitoring.coreos.com/v1" in op.log.read_text()
+    except BaseException:
+        print(f"--- operator log ---\n{op.tail()}")
+        raise
+    finally:
+        op.stop()
+        kubectl.run("delete", "namespace", ns, "--wait=true", "--timeout=60s", check=False)
+        for crd in crds:
+            kubectl.run("delete", "crd", crd["metadata"]["name"], "--wait=true", check=False)

@@ -351,9 +351,14 @@ class Kube:
             self._served[api_version] = served
         return served
 
-    def forget_discovery(self) -> None:
+    def forget_unserved(self) -> tuple[str, ...]:
+        """Forget which group/versions were not served, so that one installed since
+        (the Prometheus Operator's, Strimzi's) is found; the ones forgotten."""
         with self._lock:
-            self._served.clear()
+            gone = tuple(v for v, served in self._served.items() if not served)
+            for api_version in gone:
+                del self._served[api_version]
+        return gone
 
 
 #: Connections kept to the API server: the work queue's threads, and one

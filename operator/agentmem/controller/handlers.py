@@ -83,17 +83,39 @@ class Controller:
         """Start the informers of every kind served, and the thread that starts the
         workers once they listed (raises KubeError, having started nothing, when the
         API server does not answer)."""
+        self._watch_served()
+        self._thread.start()
+
+    def _watch_served(self) -> None:
+        """Start an informer for every kind served that has none yet."""
         namespaces: tuple[str | None, ...] = self.settings.namespaces or (None,)
         kinds = [(v, k) for v, k in WATCHED if self.kube.served(v)]
         topics = next((v for v in KAFKA_TOPIC_APIS if self.kube.served(v)), None)
         if topics is not None:
             kinds.append((topics, "KafkaTopic"))
+        watched = {(i.kind, i.namespace) for i in self.informers}
         for api_version, kind in kinds:
             for namespace in namespaces:
+                if (kind, namespace) in watched:
+                    continue
                 informer = Informer(self.kube, self.cache, api_version, kind, namespace)
                 informer.start()
                 self.informers.append(informer)
-        self._thread.start()
+
+    def _rediscover(self) -> None:
+        """Look again for the APIs that were not served; watch those now served, and
+        reconcile every cluster (their children may include the new kinds)."""
+        gone = self.kube.forget_unserved()
+        try:
+            found = [v for v in gone if self.kube.served(v)]
+        except KubeError as exc:
+            log.warning("API discovery failed: %s; trying again later", exc)
+            return
+        if found:
+            log.info("now served: %s; watching and reconciling with them", ", ".join(found))
+            self._watch_served()
+            for key in self.cache.keys(naming.KIND):
+                self.queue.add(key)
 
     def stop(self) -> None:
         self._stop.set()
@@ -118,10 +140,18 @@ class Controller:
         if not self._synced():
             log.warning("the watches have not listed everything yet; reconciling anyway")
         self.queue.start()
-        while not self._stop.wait(self.settings.resync_seconds):
-            METRICS.cached_objects.set(len(self.cache))
-            for key in self.cache.keys(naming.KIND):
-                self.queue.add(key)
+        resync, discover = self.settings.resync_seconds, self.settings.discovery_seconds
+        next_resync, next_discovery = time.monotonic() + resync, time.monotonic() + discover
+        while not self._stop.wait(max(0.0, min(next_resync, next_discovery) - time.monotonic())):
+            now = time.monotonic()
+            if now >= next_discovery:
+                next_discovery = now + discover
+                self._rediscover()
+            if now >= next_resync:
+                next_resync = now + resync
+                METRICS.cached_objects.set(len(self.cache))
+                for key in self.cache.keys(naming.KIND):
+                    self.queue.add(key)
 
     def _synced(self) -> bool:
         return all(self.cache.serves(i.kind, i.namespace) for i in self.informers)

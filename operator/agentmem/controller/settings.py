@@ -29,12 +29,16 @@ class Settings:
     ``AGENTMEM_LAG_SECONDS``: at most how often a reconcile asks a cluster's nodes how
     far behind the log they are, for ``status.eventLag`` (a request to each node pod,
     none to the API server). Default 30; 0 turns it off.
+    ``AGENTMEM_DISCOVERY_SECONDS``: how often the APIs that were not served (the
+    Prometheus Operator's, Strimzi's) are looked for again, so one installed after
+    the operator started is used without a restart. Default 300.
     """
 
     namespaces: tuple[str, ...] = ()
     resync_seconds: float = 30.0
     workers: int = 4
     lag_seconds: float = 30.0
+    discovery_seconds: float = 300.0
 
     @classmethod
     def from_env(cls, namespaces: tuple[str, ...] = ()) -> Settings:
@@ -43,4 +47,5 @@ class Settings:
             resync_seconds=_env_float("AGENTMEM_RESYNC_SECONDS", 30.0),
             workers=int(_env_float("AGENTMEM_WORKERS", 4)),
             lag_seconds=_env_float("AGENTMEM_LAG_SECONDS", 30.0, zero=True),
+            discovery_seconds=_env_float("AGENTMEM_DISCOVERY_SECONDS", 300.0),
         )
