@@ -39,6 +39,7 @@ class FakeProducer:
         self.broken = not FakeProducer.made  # the first one fails fatally
         self.pending: list[Any] = []
         self.purged = False
+        self.closed = False
         self.offset = 0
         FakeProducer.made.append(self)
 
@@ -65,6 +66,10 @@ class FakeProducer:
     def purge(self) -> None:
         self.purged = True
 
+    def close(self) -> bool:
+        self.closed = True
+        return True
+
 
 def test_a_fatal_producer_error_replaces_the_producer() -> None:
     FakeProducer.made = []
@@ -79,7 +84,9 @@ def test_a_fatal_producer_error_replaces_the_producer() -> None:
             assert await asyncio.wait_for(writer.append(0, b"k", b"v"), 5) == 1
             assert writer.replacements == 1
             assert len(FakeProducer.made) == 2 and FakeProducer.made[0].purged
+            assert FakeProducer.made[0].closed and not FakeProducer.made[1].closed
         finally:
             await writer.close()
+        assert FakeProducer.made[1].closed  # its threads and connections released
 
     asyncio.run(scenario())

@@ -93,6 +93,7 @@ class KafkaWriter:
         try:
             old.purge()
             old.flush(1)
+            old.close()
         except Exception as exc:  # a fatally failed producer may refuse even that
             log.warning("closing the failed producer: %s", exc)
 
@@ -125,9 +126,17 @@ class KafkaWriter:
         return await done
 
     async def close(self) -> None:
+        """Deliver what is in flight (up to 10 s), then release the producer's threads
+        and connections (what could not be delivered by then fails its append)."""
         await asyncio.to_thread(self._producer.flush, 10)
         self._stop.set()
         await asyncio.to_thread(self._thread.join, 5)
+        await asyncio.to_thread(self._shut)
+
+    def _shut(self) -> None:
+        self._producer.purge()
+        self._producer.poll(0)  # the purged writes' callbacks: they fail
+        self._producer.close()
 
 
 def _settle(future: asyncio.Future[int], value: int | None, exc: Exception | None) -> None:
