@@ -24,11 +24,11 @@ PY="${PYTHON:-python3}"
 log() { echo "[kafka-broker] $*" >&2; }
 die() { log "$*"; exit 1; }
 
-port_free() {
+port_free() { # port [address, default 127.0.0.1]: can a listener bind it there?
   "$PY" -c 'import socket,sys
 s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-try: s.bind(("127.0.0.1", int(sys.argv[1])))
-except OSError: sys.exit(1)' "$1"
+try: s.bind((sys.argv[2], int(sys.argv[1])))
+except OSError: sys.exit(1)' "$1" "${2:-127.0.0.1}"
 }
 
 free_port() {
@@ -73,7 +73,9 @@ cmd_start() {
     [ "$cport" = "$port" ] && cport="$(free_port)"
   fi
   [ "$port" != "$cport" ] || die "broker and controller port are both $port"
-  port_free "$port" || die "port $port on 127.0.0.1 is in use"
+  # On the address it listens on: a restart keeps its port, which another server
+  # may have taken on 127.0.0.1 meanwhile when the broker listens elsewhere.
+  port_free "$port" "$host" || die "port $port on $host is in use"
   port_free "$cport" || die "controller port $cport on 127.0.0.1 is in use"
   mkdir -p "$wd/data" "$wd/logs"
 
